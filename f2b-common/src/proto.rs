@@ -1,0 +1,230 @@
+//! The control protocol between f2b-ctl and the agent.
+//!
+//! Newline-delimited JSON over a Unix socket: one [`Request`] object per line, one
+//! [`Response`] per line, in order. The request is tagged by `cmd`:
+//! `{"cmd":"ban","ips":["198.18.0.7"],"jail":"manual","time":"1h"}`.
+//! Responses are `{"ok":true,"data":...}` or `{"ok":false,"error":"..."}`.
+//! [`PROTOCOL_VERSION`] is reported by `ping`; fields are only ever added, with defaults.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped when a request or response changes incompatibly.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The longest request line the agent reads; a longer line is refused.
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+
+/// Jail of bans made by hand when no jail is named.
+pub const MANUAL_JAIL: &str = "manual";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Ping {},
+    Status {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jail: Option<String>,
+    },
+    Ban {
+        ips: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jail: Option<String>,
+        /// Duration (`10m`, `permanent`); the jail's bantime when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        time: Option<String>,
+        /// Allows prefixes shorter than the configured minimum (never /0).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
+    },
+    Unban {
+        #[serde(default)]
+        ips: Vec<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        all: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jail: Option<String>,
+    },
+    List {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jail: Option<String>,
+    },
+    Stats {},
+    Reload {},
+    Stop {
+        /// Also detach the XDP program and remove the pinned maps (enforcement ends).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        detach: bool,
+    },
+}
+
+impl Request {
+    /// Whether the request changes state (needs uid 0 or the control group).
+    pub fn mutates(&self) -> bool {
+        matches!(
+            self,
+            Request::Ban { .. } | Request::Unban { .. } | Request::Reload {} | Request::Stop { .. }
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn ok<T: Serialize>(data: &T) -> Response {
+        match serde_json::to_value(data) {
+            Ok(v) => Response { ok: true, data: Some(v), error: None },
+            Err(e) => Response::err(format!("internal error encoding response: {e}")),
+        }
+    }
+
+    pub fn err(msg: impl Into<String>) -> Response {
+        Response { ok: false, data: None, error: Some(msg.into()) }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PingData {
+    pub pong: bool,
+    pub version: String,
+    pub protocol: u32,
+}
+
+/// One active ban as `list` and `ban` report it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BanInfo {
+    /// Address or CIDR.
+    pub ip: String,
+    pub jail: String,
+    /// Unix seconds when the current ban started.
+    pub since: u64,
+    /// Unix seconds when it ends; None = permanent.
+    pub until: Option<u64>,
+    /// How many times this address has been banned (history, across restarts).
+    pub ban_count: u32,
+    #[serde(default)]
+    pub packets: u64,
+    #[serde(default)]
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BanResult {
+    /// Bans now in force (new or extended).
+    pub banned: Vec<BanInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UnbanResult {
+    /// Entries removed.
+    pub unbanned: Vec<String>,
+    /// Requested entries that were not banned.
+    pub not_banned: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListData {
+    pub bans: Vec<BanInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JailStatus {
+    pub name: String,
+    pub enabled: bool,
+    pub failing_now: u64,
+    pub failed_total: u64,
+    pub banned_now: u64,
+    pub banned_total: u64,
+    pub files: Vec<String>,
+    /// Filled when a single jail is asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub banned: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    /// "native" or "skb".
+    pub mode: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusData {
+    pub version: String,
+    pub uptime_secs: u64,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub jails: Vec<JailStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MapUsage {
+    pub name: String,
+    pub entries: u64,
+    pub capacity: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatsData {
+    /// Kernel counters summed over CPUs, in [`crate::counters::NAMES`] order.
+    pub counters: Vec<(String, u64)>,
+    pub maps: Vec<MapUsage>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_form() {
+        let r: Request =
+            serde_json::from_str(r#"{"cmd":"ban","ips":["198.18.0.7"],"jail":"manual","time":"1h"}"#)
+                .unwrap();
+        assert_eq!(
+            r,
+            Request::Ban {
+                ips: vec!["198.18.0.7".into()],
+                jail: Some("manual".into()),
+                time: Some("1h".into()),
+                force: false
+            }
+        );
+        assert!(r.mutates());
+        let back = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Request>(&back).unwrap(), r);
+        assert_eq!(serde_json::to_string(&Request::Ping {}).unwrap(), r#"{"cmd":"ping"}"#);
+        assert!(!Request::Stats {}.mutates());
+    }
+
+    #[test]
+    fn bad_requests_are_errors() {
+        for bad in [
+            "",
+            "garbage",
+            r#"{"cmd":"explode"}"#,
+            r#"{"cmd":"ban"}"#,
+            r#"{"cmd":"ban","ips":"x"}"#,
+            r#"{"cmd":"stats","extra":1}"#,
+        ] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn response_wire_form() {
+        let ok = serde_json::to_string(&Response::ok(&PingData {
+            pong: true,
+            version: "0".into(),
+            protocol: 1,
+        }))
+        .unwrap();
+        assert!(ok.starts_with(r#"{"ok":true,"data":{"pong":true"#), "{ok}");
+        let err = serde_json::to_string(&Response::err("nope")).unwrap();
+        assert_eq!(err, r#"{"ok":false,"error":"nope"}"#);
+    }
+}

@@ -171,8 +171,8 @@ pub struct MapUsage {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatsData {
-    /// Kernel counters summed over CPUs, in [`crate::counters::NAMES`] order.
-    pub counters: Vec<(String, u64)>,
+    /// Kernel counters summed over CPUs, keyed by [`crate::counters::NAMES`].
+    pub counters: std::collections::BTreeMap<String, u64>,
     pub maps: Vec<MapUsage>,
 }
 

@@ -1,0 +1,360 @@
+//! Command line: clap definitions, client-side validation and the mapping to [`Request`].
+//!
+//! Validation happens while clap parses (value parsers), so a bad address, duration or
+//! combination of arguments is a usage error (exit 2) that names the argument, and nothing
+//! is ever sent to the agent.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgGroup, Parser, Subcommand};
+use f2b_common::duration::{BanTime, parse_bantime, parse_secs};
+use f2b_common::net::IpNet;
+use f2b_common::proto::Request;
+
+/// Where the agent listens unless `--socket` or `F2B_SOCKET` says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/f2b/f2b.sock";
+
+/// Environment variable that replaces [`DEFAULT_SOCKET`] (`--socket` still wins).
+pub const SOCKET_ENV: &str = "F2B_SOCKET";
+
+/// Operator CLI for the f2b agent.
+#[derive(Debug, Parser)]
+#[command(
+    name = "f2b-ctl",
+    version,
+    about = "Operator CLI for the f2b agent",
+    after_help = "Exit codes: 0 ok, 1 the agent refused, 2 usage error, 3 the agent cannot be reached."
+)]
+pub struct Cli {
+    /// Unix socket of the agent.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = SOCKET_ENV,
+        default_value = DEFAULT_SOCKET
+    )]
+    pub socket: PathBuf,
+
+    /// Print the response data as one JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// How long to wait for the agent to answer (90s, 2m, ...).
+    #[arg(
+        long,
+        global = true,
+        value_name = "DUR",
+        default_value = "30s",
+        value_parser = parse_timeout
+    )]
+    pub timeout: Duration,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check that the agent answers (prints "pong").
+    Ping,
+
+    /// Show interfaces and jails, or one jail in detail.
+    Status {
+        /// Show only this jail, with its banned addresses.
+        #[arg(value_name = "JAIL", value_parser = parse_jail)]
+        jail: Option<String>,
+    },
+
+    /// Ban addresses or prefixes by hand.
+    Ban {
+        /// IPv4/IPv6 addresses or CIDR prefixes.
+        #[arg(value_name = "IP|CIDR", required = true, value_parser = parse_target)]
+        targets: Vec<IpNet>,
+
+        /// Jail the ban belongs to (default: "manual").
+        #[arg(long, short, value_name = "J", value_parser = parse_jail)]
+        jail: Option<String>,
+
+        /// Ban duration: 90s, 10m, 1h, 2d, 1w or permanent (default: the jail's bantime).
+        #[arg(long, short, value_name = "DUR", value_parser = parse_time)]
+        time: Option<BanTime>,
+
+        /// Allow prefixes shorter than the agent's configured minimum (never /0).
+        #[arg(long)]
+        force: bool,
+    },
+
+    /// Lift bans: the given addresses/prefixes, or --all.
+    #[command(
+        group(ArgGroup::new("what").args(["targets", "all"]).required(true)),
+        override_usage = "f2b-ctl unban [OPTIONS] <IP|CIDR>...\n       f2b-ctl unban [OPTIONS] --all"
+    )]
+    Unban {
+        /// IPv4/IPv6 addresses or CIDR prefixes.
+        #[arg(value_name = "IP|CIDR", value_parser = parse_target)]
+        targets: Vec<IpNet>,
+
+        /// Lift every ban (of --jail only, when given).
+        #[arg(long, conflicts_with = "targets")]
+        all: bool,
+
+        /// Only lift bans of this jail.
+        #[arg(long, short, value_name = "J", value_parser = parse_jail)]
+        jail: Option<String>,
+    },
+
+    /// List active bans.
+    List {
+        /// Only bans of this jail.
+        #[arg(long, short, value_name = "J", value_parser = parse_jail)]
+        jail: Option<String>,
+    },
+
+    /// Kernel counters and BPF map usage.
+    Stats,
+
+    /// Make the agent reread its configuration.
+    Reload,
+
+    /// Stop the agent. Bans stay enforced by the XDP program unless --detach.
+    Stop {
+        /// Also detach the XDP program and remove the pinned maps: enforcement ends.
+        #[arg(long)]
+        detach: bool,
+    },
+}
+
+impl Command {
+    /// The request this command sends. Addresses go in normalised form (host bits cleared,
+    /// IPv4-mapped IPv6 as IPv4), each once, in the order given.
+    pub fn to_request(&self) -> Request {
+        match self {
+            Command::Ping => Request::Ping {},
+            Command::Status { jail } => Request::Status { jail: jail.clone() },
+            Command::Ban {
+                targets,
+                jail,
+                time,
+                force,
+            } => Request::Ban {
+                ips: normalise(targets),
+                jail: jail.clone(),
+                time: time.map(|t| t.to_string()),
+                force: *force,
+            },
+            Command::Unban { targets, all, jail } => Request::Unban {
+                ips: normalise(targets),
+                all: *all,
+                jail: jail.clone(),
+            },
+            Command::List { jail } => Request::List { jail: jail.clone() },
+            Command::Stats => Request::Stats {},
+            Command::Reload => Request::Reload {},
+            Command::Stop { detach } => Request::Stop { detach: *detach },
+        }
+    }
+}
+
+fn normalise(targets: &[IpNet]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    targets
+        .iter()
+        .filter(|n| seen.insert(**n))
+        .map(|n| n.to_string())
+        .collect()
+}
+
+/// An address or prefix; /0 is refused because it would ban (or name) the whole Internet.
+pub fn parse_target(s: &str) -> Result<IpNet, String> {
+    let net: IpNet = s
+        .parse()
+        .map_err(|e: f2b_common::net::NetParseError| e.to_string())?;
+    if net.prefix_len() == 0 {
+        let family = if net.is_ipv4() { "IPv4" } else { "IPv6" };
+        return Err(format!(
+            "{net} covers every {family} address; a /0 prefix is refused"
+        ));
+    }
+    Ok(net)
+}
+
+fn parse_time(s: &str) -> Result<BanTime, String> {
+    parse_bantime(s).map_err(|e| e.to_string())
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    parse_secs(s)
+        .map(Duration::from_secs)
+        .map_err(|e| e.to_string())
+}
+
+fn parse_jail(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("a jail name cannot be empty".into());
+    }
+    Ok(s.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("f2b-ctl").chain(args.iter().copied()))
+    }
+
+    fn req(args: &[&str]) -> Request {
+        parse(args).unwrap().command.to_request()
+    }
+
+    fn usage_err(args: &[&str]) -> clap::Error {
+        let e = parse(args).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+        e
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn maps_every_subcommand() {
+        assert_eq!(req(&["ping"]), Request::Ping {});
+        assert_eq!(req(&["status"]), Request::Status { jail: None });
+        assert_eq!(
+            req(&["status", "sshd"]),
+            Request::Status {
+                jail: Some("sshd".into())
+            }
+        );
+        assert_eq!(req(&["list"]), Request::List { jail: None });
+        assert_eq!(
+            req(&["list", "--jail", "sshd"]),
+            Request::List {
+                jail: Some("sshd".into())
+            }
+        );
+        assert_eq!(req(&["stats"]), Request::Stats {});
+        assert_eq!(req(&["reload"]), Request::Reload {});
+        assert_eq!(req(&["stop"]), Request::Stop { detach: false });
+        assert_eq!(req(&["stop", "--detach"]), Request::Stop { detach: true });
+    }
+
+    #[test]
+    fn ban_normalises_and_maps_options() {
+        assert_eq!(
+            req(&[
+                "ban",
+                "198.18.0.7",
+                "198.18.1.9/24",
+                "::ffff:198.18.0.9",
+                "[fd00:f2b::1]",
+                "198.18.0.7",
+                "--jail",
+                "sshd",
+                "--time",
+                "3600s",
+                "--force"
+            ]),
+            Request::Ban {
+                ips: vec![
+                    "198.18.0.7".into(),
+                    "198.18.1.0/24".into(),
+                    "198.18.0.9".into(),
+                    "fd00:f2b::1".into()
+                ],
+                jail: Some("sshd".into()),
+                time: Some("1h".into()),
+                force: true,
+            }
+        );
+        assert_eq!(
+            req(&["ban", "fd00:f2b::/48", "-t", "permanent"]),
+            Request::Ban {
+                ips: vec!["fd00:f2b::/48".into()],
+                jail: None,
+                time: Some("permanent".into()),
+                force: false,
+            }
+        );
+    }
+
+    #[test]
+    fn unban_forms() {
+        assert_eq!(
+            req(&["unban", "198.18.0.7", "-j", "manual"]),
+            Request::Unban {
+                ips: vec!["198.18.0.7".into()],
+                all: false,
+                jail: Some("manual".into())
+            }
+        );
+        assert_eq!(
+            req(&["unban", "--all"]),
+            Request::Unban {
+                ips: vec![],
+                all: true,
+                jail: None
+            }
+        );
+    }
+
+    #[test]
+    fn global_options_before_and_after_subcommand() {
+        for args in [
+            &["--json", "--socket", "/x", "list"][..],
+            &["list", "--json", "--socket", "/x"][..],
+            &["--socket=/x", "list", "--json"][..],
+        ] {
+            let cli = parse(args).unwrap();
+            assert!(cli.json, "{args:?}");
+            assert_eq!(cli.socket, PathBuf::from("/x"), "{args:?}");
+        }
+        let cli = parse(&["ping", "--timeout", "2m"]).unwrap();
+        assert_eq!(cli.timeout, Duration::from_secs(120));
+        assert!(!cli.json);
+    }
+
+    #[test]
+    fn refuses_bad_addresses_naming_the_argument() {
+        let e = usage_err(&["ban", "not-an-ip"]).to_string();
+        assert!(e.contains("not-an-ip") && e.contains("IP|CIDR"), "{e}");
+        let e = usage_err(&["ban", "198.18.0.7", "1.2.3.4/33"]).to_string();
+        assert!(e.contains("/33"), "{e}");
+        for whole in ["0.0.0.0/0", "::/0", "10.1.2.3/0"] {
+            let e = usage_err(&["ban", whole]).to_string();
+            assert!(e.contains("/0 prefix is refused"), "{whole}: {e}");
+            usage_err(&["unban", whole]);
+        }
+    }
+
+    #[test]
+    fn refuses_bad_durations() {
+        let e = usage_err(&["ban", "198.18.0.7", "--time", "10x"]).to_string();
+        assert!(e.contains("--time") && e.contains("10x"), "{e}");
+        usage_err(&["ban", "198.18.0.7", "--time", "0s"]);
+        usage_err(&["ping", "--timeout", "permanent"]);
+    }
+
+    #[test]
+    fn refuses_bad_combinations() {
+        let e = usage_err(&["unban"]);
+        assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
+        let e = usage_err(&["unban", "198.18.0.7", "--all"]);
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
+        assert_eq!(
+            usage_err(&["ban"]).kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        usage_err(&["ban", "198.18.0.7", "--jail", ""]);
+        usage_err(&["status", "a", "b"]);
+        usage_err(&["explode"]);
+        usage_err(&[]);
+    }
+}

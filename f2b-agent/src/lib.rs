@@ -6,6 +6,7 @@
 //! built from `f2b-ebpf` is embedded in this crate by `build.rs`, so the agent is one binary.
 
 pub mod bans;
+pub mod bpffs;
 pub mod clock;
 pub mod config;
 pub mod control;

@@ -1,0 +1,426 @@
+//! The kernel side as the agent sees it: loading the embedded XDP object with its maps pinned
+//! under a bpffs directory, attaching it to interfaces through pinned bpf_links (so the program
+//! and the bans outlive the agent), and typed access to the ban, allowlist and counter maps.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{HashMap, MapData, MapError, MapInfo, PerCpuArray};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{Xdp, XdpMode, xdp::XdpLink};
+use aya::{Ebpf, EbpfLoader};
+use f2b_common::net::IpNet;
+use f2b_common::{AllowValue, BanValue, counters, maps};
+
+use crate::config::{MapSizes, XdpModeCfg};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("bpffs at {path}: {source}")]
+    Bpffs {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("loading the XDP object: {0}")]
+    Load(String),
+    #[error("attaching XDP to {iface}: {message}")]
+    Attach { iface: String, message: String },
+    #[error("map {map} is full ({capacity} entries): raise `maps.{key}` in the config")]
+    MapFull { map: &'static str, capacity: u32, key: &'static str },
+    #[error("map {map}: {message}")]
+    Map { map: &'static str, message: String },
+}
+
+/// Whether the program runs in the driver or in the generic (skb) path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachedMode {
+    Native,
+    Skb,
+}
+
+impl AttachedMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachedMode::Native => "native",
+            AttachedMode::Skb => "skb",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "native" => Some(Self::Native),
+            "skb" => Some(Self::Skb),
+            _ => None,
+        }
+    }
+}
+
+/// A kernel map key for an address or prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MapKey {
+    V4([u8; 4], u32),
+    V6([u8; 16], u32),
+}
+
+fn map_key(net: &IpNet) -> MapKey {
+    match net.addr() {
+        IpAddr::V4(a) => MapKey::V4(a.octets(), net.prefix_len() as u32),
+        IpAddr::V6(a) => MapKey::V6(a.octets(), net.prefix_len() as u32),
+    }
+}
+
+fn map_err(map: &'static str, key: &'static str, capacity: u32, e: MapError) -> KernelError {
+    if let MapError::SyscallError(s) = &e {
+        if matches!(s.io_error.raw_os_error(), Some(libc::E2BIG) | Some(libc::ENOSPC)) {
+            return KernelError::MapFull { map, capacity, key };
+        }
+    }
+    KernelError::Map { map, message: e.to_string() }
+}
+
+pub struct Kernel {
+    ebpf: Ebpf,
+    bans_v4: HashMap<MapData, [u8; 4], BanValue>,
+    bans_v6: HashMap<MapData, [u8; 16], BanValue>,
+    prefix_v4: LpmTrie<MapData, [u8; 4], BanValue>,
+    prefix_v6: LpmTrie<MapData, [u8; 16], BanValue>,
+    allow_v4: LpmTrie<MapData, [u8; 4], AllowValue>,
+    allow_v6: LpmTrie<MapData, [u8; 16], AllowValue>,
+    counters: PerCpuArray<MapData, u64>,
+    pin_dir: PathBuf,
+    /// Capacities as the kernel has them (a pinned map keeps the size it was created with).
+    pub capacity: MapSizes,
+    /// Interfaces the program is attached to, with the mode each got.
+    pub attached: Vec<(String, AttachedMode)>,
+}
+
+fn link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(format!("link_{iface}"))
+}
+
+impl Kernel {
+    /// Loads the embedded XDP object, reusing maps already pinned in `pin_dir`.
+    pub fn load(pin_dir: &Path, sizes: MapSizes) -> Result<Kernel, KernelError> {
+        crate::bpffs::ensure_bpffs(pin_dir).map_err(|source| KernelError::Bpffs {
+            path: pin_dir.display().to_string(),
+            source,
+        })?;
+        let mut loader = EbpfLoader::new();
+        loader
+            .default_map_pin_directory(pin_dir)
+            .map_max_entries(maps::BANS_V4, sizes.bans)
+            .map_max_entries(maps::BANS_V6, sizes.bans)
+            .map_max_entries(maps::PREFIX_V4, sizes.prefixes)
+            .map_max_entries(maps::PREFIX_V6, sizes.prefixes)
+            .map_max_entries(maps::ALLOW_V4, sizes.allow)
+            .map_max_entries(maps::ALLOW_V6, sizes.allow);
+        let mut ebpf = loader
+            .load(crate::EBPF_OBJECT)
+            .map_err(|e| KernelError::Load(format!("{e:#}")))?;
+        let capacity_of = |name: &str| -> u32 {
+            MapInfo::from_pin(pin_dir.join(name)).map(|i| i.max_entries()).unwrap_or(0)
+        };
+        let capacity = MapSizes {
+            bans: capacity_of(maps::BANS_V4),
+            prefixes: capacity_of(maps::PREFIX_V4),
+            allow: capacity_of(maps::ALLOW_V4),
+        };
+        if capacity != sizes {
+            log::warn!(
+                "pinned maps in {} keep their sizes {:?}; the configured {:?} applies after `f2b-ctl stop --detach` and a restart",
+                pin_dir.display(),
+                capacity,
+                sizes
+            );
+        }
+        fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
+            ebpf: &mut Ebpf,
+            name: &'static str,
+        ) -> Result<T, KernelError> {
+            let m = ebpf
+                .take_map(name)
+                .ok_or_else(|| KernelError::Load(format!("map {name} missing from the object")))?;
+            T::try_from(m).map_err(|e| KernelError::Map { map: name, message: e.to_string() })
+        }
+        let bans_v4 = take(&mut ebpf, maps::BANS_V4)?;
+        let bans_v6 = take(&mut ebpf, maps::BANS_V6)?;
+        let prefix_v4 = take(&mut ebpf, maps::PREFIX_V4)?;
+        let prefix_v6 = take(&mut ebpf, maps::PREFIX_V6)?;
+        let allow_v4 = take(&mut ebpf, maps::ALLOW_V4)?;
+        let allow_v6 = take(&mut ebpf, maps::ALLOW_V6)?;
+        let counters = take(&mut ebpf, maps::COUNTERS)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(maps::PROGRAM)
+            .ok_or_else(|| KernelError::Load(format!("program {} missing", maps::PROGRAM)))?
+            .try_into()
+            .map_err(|e| KernelError::Load(format!("{e}")))?;
+        prog.load().map_err(|e| KernelError::Load(format!("verifier: {e:#}")))?;
+        Ok(Kernel {
+            ebpf,
+            bans_v4,
+            bans_v6,
+            prefix_v4,
+            prefix_v6,
+            allow_v4,
+            allow_v6,
+            counters,
+            pin_dir: pin_dir.to_path_buf(),
+            capacity,
+            attached: Vec::new(),
+        })
+    }
+
+    fn program(&mut self) -> Result<&mut Xdp, KernelError> {
+        self.ebpf
+            .program_mut(maps::PROGRAM)
+            .ok_or_else(|| KernelError::Load("program missing".into()))?
+            .try_into()
+            .map_err(|e| KernelError::Load(format!("{e}")))
+    }
+
+    /// Attaches to `iface`. An existing pinned link (from an earlier run) is updated in place
+    /// to this program, so enforcement never has a gap; otherwise a new link is created in the
+    /// requested mode (`auto`: native, then skb with a warning) and pinned.
+    /// `previous` is the mode recorded for a pinned link.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        want: XdpModeCfg,
+        previous: Option<&str>,
+    ) -> Result<AttachedMode, KernelError> {
+        let attach_err = |message: String| KernelError::Attach { iface: iface.to_string(), message };
+        let pin = link_pin(&self.pin_dir, iface);
+        if pin.exists() {
+            let prev_mode = previous.and_then(AttachedMode::parse);
+            let mode_ok = match (want, prev_mode) {
+                (XdpModeCfg::Auto, Some(_)) => true,
+                (XdpModeCfg::Native, Some(AttachedMode::Native)) => true,
+                (XdpModeCfg::Skb, Some(AttachedMode::Skb)) => true,
+                _ => false,
+            };
+            let reused = if mode_ok {
+                self.update_pinned_link(&pin).map_err(|e| {
+                    log::warn!("{iface}: pinned XDP link {} unusable ({e}); attaching anew", pin.display());
+                })
+            } else {
+                Err(())
+            };
+            if let (Ok(()), Some(mode)) = (reused, prev_mode) {
+                log::info!("{iface}: XDP program replaced in the pinned link ({} mode)", mode.as_str());
+                self.attached.push((iface.to_string(), mode));
+                return Ok(mode);
+            }
+            // The old link is unusable or of the wrong mode: detach it before attaching anew.
+            if let Ok(old) = PinnedLink::from_pin(&pin) {
+                if let Ok(fd) = old.unpin() {
+                    drop(fd);
+                }
+            } else {
+                let _ = std::fs::remove_file(&pin);
+            }
+        }
+        let tries: &[(XdpMode, AttachedMode)] = match want {
+            XdpModeCfg::Auto => &[(XdpMode::Driver, AttachedMode::Native), (XdpMode::Skb, AttachedMode::Skb)],
+            XdpModeCfg::Native => &[(XdpMode::Driver, AttachedMode::Native)],
+            XdpModeCfg::Skb => &[(XdpMode::Skb, AttachedMode::Skb)],
+        };
+        let mut last = String::new();
+        for (i, (mode, got)) in tries.iter().enumerate() {
+            let prog = self.program()?;
+            match prog.attach(iface, *mode) {
+                Ok(id) => {
+                    let link = prog.take_link(id).map_err(|e| attach_err(e.to_string()))?;
+                    let fd: FdLink = link.try_into().map_err(|e| {
+                        attach_err(format!("the kernel gave a netlink attachment, not a bpf_link ({e}); cannot pin"))
+                    })?;
+                    fd.pin(&pin).map_err(|e| attach_err(format!("pinning link at {}: {e}", pin.display())))?;
+                    if i > 0 {
+                        log::warn!("{iface}: native XDP unavailable ({last}); running in skb (generic) mode");
+                    }
+                    log::info!("{iface}: XDP attached in {} mode", got.as_str());
+                    self.attached.push((iface.to_string(), *got));
+                    return Ok(*got);
+                }
+                Err(e) => last = format!("{e:#}"),
+            }
+        }
+        Err(attach_err(last))
+    }
+
+    fn update_pinned_link(&mut self, pin: &Path) -> Result<(), String> {
+        let pinned = PinnedLink::from_pin(pin).map_err(|e| e.to_string())?;
+        let fd: FdLink = pinned.into();
+        let link = XdpLink::try_from(fd).map_err(|e| e.to_string())?;
+        let prog = self.program().map_err(|e| e.to_string())?;
+        let id = prog.attach_to_link(link).map_err(|e| format!("{e:#}"))?;
+        // Keep the link out of the program's link table: dropping the program must not
+        // detach it. The pin keeps it alive.
+        let _ = prog.take_link(id).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Detaches from every interface and removes the pinned links and maps: enforcement ends.
+    pub fn detach_and_unpin(pin_dir: &Path) -> io::Result<Vec<String>> {
+        let mut removed = Vec::new();
+        let entries = match std::fs::read_dir(pin_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
+            Err(e) => return Err(e),
+        };
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for p in paths {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let ours = name.starts_with("link_") || maps::ALL.contains(&name.as_str());
+            if !ours {
+                continue;
+            }
+            std::fs::remove_file(&p)?;
+            removed.push(name);
+        }
+        Ok(removed)
+    }
+
+    /// Writes a ban entry. Counters of an existing entry are kept.
+    pub fn put_ban(&mut self, net: &IpNet, mut value: BanValue) -> Result<(), KernelError> {
+        let cap = self.capacity;
+        match map_key(net) {
+            MapKey::V4(a, 32) => {
+                if let Ok(old) = self.bans_v4.get(&a, 0) {
+                    value.packets = old.packets;
+                    value.bytes = old.bytes;
+                }
+                self.bans_v4.insert(a, value, 0).map_err(|e| map_err(maps::BANS_V4, "bans", cap.bans, e))
+            }
+            MapKey::V6(a, 128) => {
+                if let Ok(old) = self.bans_v6.get(&a, 0) {
+                    value.packets = old.packets;
+                    value.bytes = old.bytes;
+                }
+                self.bans_v6.insert(a, value, 0).map_err(|e| map_err(maps::BANS_V6, "bans", cap.bans, e))
+            }
+            MapKey::V4(a, l) => {
+                let k = Key::new(l, a);
+                if let Ok(old) = self.prefix_v4.get(&k, 0) {
+                    value.packets = old.packets;
+                    value.bytes = old.bytes;
+                }
+                self.prefix_v4
+                    .insert(&k, value, 0)
+                    .map_err(|e| map_err(maps::PREFIX_V4, "prefixes", cap.prefixes, e))
+            }
+            MapKey::V6(a, l) => {
+                let k = Key::new(l, a);
+                if let Ok(old) = self.prefix_v6.get(&k, 0) {
+                    value.packets = old.packets;
+                    value.bytes = old.bytes;
+                }
+                self.prefix_v6
+                    .insert(&k, value, 0)
+                    .map_err(|e| map_err(maps::PREFIX_V6, "prefixes", cap.prefixes, e))
+            }
+        }
+    }
+
+    /// Removes a ban entry; Ok(false) when it was not there.
+    pub fn remove_ban(&mut self, net: &IpNet) -> Result<bool, KernelError> {
+        let r = match map_key(net) {
+            MapKey::V4(a, 32) => self.bans_v4.remove(&a),
+            MapKey::V6(a, 128) => self.bans_v6.remove(&a),
+            MapKey::V4(a, l) => self.prefix_v4.remove(&Key::new(l, a)),
+            MapKey::V6(a, l) => self.prefix_v6.remove(&Key::new(l, a)),
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(MapError::SyscallError(s)) if s.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(KernelError::Map { map: "bans", message: e.to_string() }),
+        }
+    }
+
+    /// Reads a ban entry (for its counters).
+    pub fn get_ban(&self, net: &IpNet) -> Option<BanValue> {
+        match map_key(net) {
+            MapKey::V4(a, 32) => self.bans_v4.get(&a, 0).ok(),
+            MapKey::V6(a, 128) => self.bans_v6.get(&a, 0).ok(),
+            MapKey::V4(a, l) => self.prefix_v4.get(&Key::new(l, a), 0).ok(),
+            MapKey::V6(a, l) => self.prefix_v6.get(&Key::new(l, a), 0).ok(),
+        }
+    }
+
+    /// Every ban entry in the kernel maps.
+    pub fn all_bans(&self) -> Vec<(IpNet, BanValue)> {
+        let mut out = Vec::new();
+        for (k, v) in self.bans_v4.iter().flatten() {
+            out.push((IpNet::host(IpAddr::from(k)), v));
+        }
+        for (k, v) in self.bans_v6.iter().flatten() {
+            out.push((IpNet::host(IpAddr::from(k)), v));
+        }
+        for (k, v) in self.prefix_v4.iter().flatten() {
+            if let Some(n) = IpNet::new(IpAddr::from(k.data()), k.prefix_len() as u8) {
+                out.push((n, v));
+            }
+        }
+        for (k, v) in self.prefix_v6.iter().flatten() {
+            if let Some(n) = IpNet::new(IpAddr::from(k.data()), k.prefix_len() as u8) {
+                out.push((n, v));
+            }
+        }
+        out
+    }
+
+    /// Makes the kernel allowlist exactly `want`.
+    pub fn sync_allowlist(&mut self, want: &[IpNet]) -> Result<(), KernelError> {
+        let cap = self.capacity.allow;
+        let have: Vec<IpNet> = self
+            .allow_v4
+            .keys()
+            .flatten()
+            .filter_map(|k| IpNet::new(IpAddr::from(k.data()), k.prefix_len() as u8))
+            .chain(
+                self.allow_v6
+                    .keys()
+                    .flatten()
+                    .filter_map(|k| IpNet::new(IpAddr::from(k.data()), k.prefix_len() as u8)),
+            )
+            .collect();
+        for n in want {
+            match map_key(n) {
+                MapKey::V4(a, l) => self
+                    .allow_v4
+                    .insert(&Key::new(l, a), 1, 0)
+                    .map_err(|e| map_err(maps::ALLOW_V4, "allow", cap, e))?,
+                MapKey::V6(a, l) => self
+                    .allow_v6
+                    .insert(&Key::new(l, a), 1, 0)
+                    .map_err(|e| map_err(maps::ALLOW_V6, "allow", cap, e))?,
+            }
+        }
+        for n in have.iter().filter(|n| !want.contains(n)) {
+            let _ = match map_key(n) {
+                MapKey::V4(a, l) => self.allow_v4.remove(&Key::new(l, a)),
+                MapKey::V6(a, l) => self.allow_v6.remove(&Key::new(l, a)),
+            };
+        }
+        Ok(())
+    }
+
+    /// Global counters summed over CPUs, by name.
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for (i, name) in counters::NAMES.iter().enumerate() {
+            let sum = self
+                .counters
+                .get(&(i as u32), 0)
+                .map(|v| v.iter().copied().fold(0u64, u64::wrapping_add))
+                .unwrap_or(0);
+            out.insert(name.to_string(), sum);
+        }
+        out
+    }
+}

@@ -1,0 +1,198 @@
+//! Persistence in redb: active bans, per-address ban history (for ban counts and bantime
+//! increment across restarts) and small agent metadata. Calls here block; the agent runs them
+//! off the tokio workers (a ban manager behind a mutex, driven from `spawn_blocking`).
+
+use std::path::Path;
+
+use f2b_common::net::IpNet;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+/// Active bans: address/CIDR text -> JSON [`StoredBan`].
+const BANS: TableDefinition<&str, &[u8]> = TableDefinition::new("bans_v1");
+/// How many times an address has been banned, ever.
+const HISTORY: TableDefinition<&str, u32> = TableDefinition::new("history_v1");
+/// Agent metadata (schema version, per-interface XDP mode).
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta_v1");
+
+pub const SCHEMA_VERSION: &str = "1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error("database {0}: {1}")]
+    Db(String, String),
+    #[error("database schema version {found} is not supported (this agent writes {SCHEMA_VERSION})")]
+    Schema { found: String },
+}
+
+fn db_err(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db(what.to_string(), e.to_string())
+}
+
+/// One active ban as persisted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBan {
+    pub jail: String,
+    /// Unix seconds.
+    pub since: u64,
+    /// Unix seconds; None = permanent.
+    pub until: Option<u64>,
+    /// Destination ports in scope; empty = all ports.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Times this address has been banned, this ban included.
+    #[serde(default)]
+    pub ban_count: u32,
+}
+
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| db_err("create directory", e))?;
+        }
+        let db = Database::create(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let store = Store { db };
+        store.init()?;
+        Ok(store)
+    }
+
+    fn init(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| db_err("begin", e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| db_err("open meta", e))?;
+            let found = meta
+                .get("schema")
+                .map_err(|e| db_err("read meta", e))?
+                .map(|v| v.value().to_string());
+            match found {
+                None => {
+                    meta.insert("schema", SCHEMA_VERSION).map_err(|e| db_err("write meta", e))?;
+                }
+                Some(v) if v == SCHEMA_VERSION => {}
+                Some(found) => return Err(StoreError::Schema { found }),
+            }
+            txn.open_table(BANS).map_err(|e| db_err("open bans", e))?;
+            txn.open_table(HISTORY).map_err(|e| db_err("open history", e))?;
+        }
+        txn.commit().map_err(|e| db_err("commit", e))
+    }
+
+    /// Every persisted ban. Rows that do not decode are reported and skipped, not fatal.
+    pub fn load_bans(&self) -> Result<Vec<(IpNet, StoredBan)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
+        let table = txn.open_table(BANS).map_err(|e| db_err("open bans", e))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| db_err("iterate bans", e))? {
+            let (k, v) = row.map_err(|e| db_err("read ban", e))?;
+            let key = k.value();
+            match (key.parse::<IpNet>(), serde_json::from_slice::<StoredBan>(v.value())) {
+                (Ok(ip), Ok(ban)) => out.push((ip, ban)),
+                (a, b) => log::error!(
+                    "database: skipping undecodable ban row {key:?}: {}",
+                    a.err().map(|e| e.to_string()).or(b.err().map(|e| e.to_string())).unwrap_or_default()
+                ),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ban counts so far for these addresses (0 when never banned).
+    pub fn history(&self, ips: &[IpNet]) -> Result<Vec<u32>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
+        let table = txn.open_table(HISTORY).map_err(|e| db_err("open history", e))?;
+        ips.iter()
+            .map(|ip| {
+                Ok(table
+                    .get(ip.to_string().as_str())
+                    .map_err(|e| db_err("read history", e))?
+                    .map(|g| g.value())
+                    .unwrap_or(0))
+            })
+            .collect()
+    }
+
+    /// In one durable transaction: writes `puts` (and their ban counts into history) and deletes
+    /// `dels`. Either all of it is on disk when this returns Ok, or none of it.
+    pub fn apply(&self, puts: &[(IpNet, StoredBan)], dels: &[IpNet]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| db_err("begin", e))?;
+        {
+            let mut bans = txn.open_table(BANS).map_err(|e| db_err("open bans", e))?;
+            let mut hist = txn.open_table(HISTORY).map_err(|e| db_err("open history", e))?;
+            for (ip, ban) in puts {
+                let key = ip.to_string();
+                let v = serde_json::to_vec(ban).map_err(|e| db_err("encode ban", e))?;
+                bans.insert(key.as_str(), v.as_slice()).map_err(|e| db_err("write ban", e))?;
+                hist.insert(key.as_str(), ban.ban_count).map_err(|e| db_err("write history", e))?;
+            }
+            for ip in dels {
+                bans.remove(ip.to_string().as_str()).map_err(|e| db_err("delete ban", e))?;
+            }
+        }
+        txn.commit().map_err(|e| db_err("commit", e))
+    }
+
+    pub fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
+        let table = txn.open_table(META).map_err(|e| db_err("open meta", e))?;
+        Ok(table.get(key).map_err(|e| db_err("read meta", e))?.map(|v| v.value().to_string()))
+    }
+
+    pub fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| db_err("begin", e))?;
+        {
+            let mut t = txn.open_table(META).map_err(|e| db_err("open meta", e))?;
+            t.insert(key, value).map_err(|e| db_err("write meta", e))?;
+        }
+        txn.commit().map_err(|e| db_err("commit", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ban(jail: &str, until: Option<u64>, count: u32) -> StoredBan {
+        StoredBan { jail: jail.into(), since: 100, until, ports: vec![], ban_count: count }
+    }
+
+    #[test]
+    fn bans_survive_reopen_and_deletes_stick() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/f2b.redb");
+        let a: IpNet = "198.18.0.7".parse().unwrap();
+        let b: IpNet = "fd00:f2b::/64".parse().unwrap();
+        {
+            let s = Store::open(&path).unwrap();
+            s.apply(&[(a, ban("manual", Some(500), 1)), (b, ban("sshd", None, 3))], &[]).unwrap();
+            s.apply(&[], &[a]).unwrap();
+            s.meta_set("iface:veth0", "native").unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let bans = s.load_bans().unwrap();
+        assert_eq!(bans, vec![(b, ban("sshd", None, 3))]);
+        assert_eq!(s.history(&[a, b, "198.18.0.9".parse().unwrap()]).unwrap(), vec![1, 3, 0]);
+        assert_eq!(s.meta_get("iface:veth0").unwrap().as_deref(), Some("native"));
+    }
+
+    #[test]
+    fn second_open_of_same_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f2b.redb");
+        let _first = Store::open(&path).unwrap();
+        let err = Store::open(&path).err().expect("second open must fail");
+        assert!(err.to_string().contains("f2b.redb"), "{err}");
+    }
+}

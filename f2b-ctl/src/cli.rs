@@ -27,15 +27,10 @@ pub const SOCKET_ENV: &str = "F2B_SOCKET";
     after_help = "Exit codes: 0 ok, 1 the agent refused, 2 usage error, 3 the agent cannot be reached."
 )]
 pub struct Cli {
-    /// Unix socket of the agent.
-    #[arg(
-        long,
-        global = true,
-        value_name = "PATH",
-        env = SOCKET_ENV,
-        default_value = DEFAULT_SOCKET
-    )]
-    pub socket: PathBuf,
+    /// Unix socket of the agent [default: $F2B_SOCKET, else /run/f2b/f2b.sock].
+    // Not clap's `env`: an empty F2B_SOCKET would then be an error instead of "unset".
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
 
     /// Print the response data as one JSON document on stdout.
     #[arg(long, global = true)]
@@ -53,6 +48,21 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The socket to use: `--socket`, else a non-empty `F2B_SOCKET`, else [`DEFAULT_SOCKET`].
+    pub fn socket_path(&self) -> PathBuf {
+        resolve_socket(self.socket.as_deref(), std::env::var_os(SOCKET_ENV))
+    }
+}
+
+fn resolve_socket(flag: Option<&std::path::Path>, env: Option<std::ffi::OsString>) -> PathBuf {
+    match (flag, env) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, Some(e)) if !e.is_empty() => PathBuf::from(e),
+        _ => PathBuf::from(DEFAULT_SOCKET),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,9 +195,9 @@ fn parse_time(s: &str) -> Result<BanTime, String> {
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
-    parse_secs(s)
-        .map(Duration::from_secs)
-        .map_err(|e| e.to_string())
+    parse_secs(s).map(Duration::from_secs).map_err(|_| {
+        format!("bad timeout {s:?}: expected a non-zero duration such as 5s, 30s or 2m")
+    })
 }
 
 fn parse_jail(s: &str) -> Result<String, String> {
@@ -314,11 +324,29 @@ mod tests {
         ] {
             let cli = parse(args).unwrap();
             assert!(cli.json, "{args:?}");
-            assert_eq!(cli.socket, PathBuf::from("/x"), "{args:?}");
+            assert_eq!(cli.socket, Some(PathBuf::from("/x")), "{args:?}");
         }
         let cli = parse(&["ping", "--timeout", "2m"]).unwrap();
         assert_eq!(cli.timeout, Duration::from_secs(120));
         assert!(!cli.json);
+    }
+
+    #[test]
+    fn socket_precedence() {
+        let flag = std::path::Path::new("/flag");
+        assert_eq!(
+            resolve_socket(Some(flag), Some("/env".into())),
+            PathBuf::from("/flag")
+        );
+        assert_eq!(
+            resolve_socket(None, Some("/env".into())),
+            PathBuf::from("/env")
+        );
+        assert_eq!(
+            resolve_socket(None, Some("".into())),
+            PathBuf::from(DEFAULT_SOCKET)
+        );
+        assert_eq!(resolve_socket(None, None), PathBuf::from(DEFAULT_SOCKET));
     }
 
     #[test]

@@ -96,8 +96,13 @@ impl Client {
             reason,
         };
 
-        let mut stream = UnixStream::connect(&self.socket)
-            .map_err(|e| unreachable(format!("{}{}", os_message(&e), connect_hint(&e))))?;
+        let mut stream = UnixStream::connect(&self.socket).map_err(|e| {
+            unreachable(format!(
+                "{}{}",
+                os_message(&e),
+                connect_hint(&self.socket, &e)
+            ))
+        })?;
         stream
             .set_read_timeout(Some(self.timeout))
             .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
@@ -163,7 +168,14 @@ fn os_message(e: &io::Error) -> String {
     }
 }
 
-fn connect_hint(e: &io::Error) -> &'static str {
+fn connect_hint(socket: &Path, e: &io::Error) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    // connect(2) says "Connection refused" for a directory or plain file too.
+    if let Ok(m) = std::fs::metadata(socket)
+        && !m.file_type().is_socket()
+    {
+        return " (the path exists but is not a socket: check --socket / F2B_SOCKET)";
+    }
     match e.kind() {
         io::ErrorKind::NotFound => " (is f2b-agent running?)",
         io::ErrorKind::ConnectionRefused => {

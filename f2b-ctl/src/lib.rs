@@ -26,7 +26,7 @@ pub const EXIT_UNREACHABLE: u8 = 3;
 /// Runs a parsed command line against the agent; returns the process exit code.
 pub fn run(cli: &Cli, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
     let req = cli.command.to_request();
-    let client = Client::new(&cli.socket, cli.timeout);
+    let client = Client::new(cli.socket_path(), cli.timeout);
     let data = match client.call(&req) {
         Ok(d) => d,
         Err(e) => {

@@ -366,3 +366,24 @@ fn socket_from_environment_and_flag_precedence() {
         stderr(&out)
     );
 }
+
+#[test]
+fn empty_env_means_default_and_non_socket_is_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_f2b-ctl"))
+        .arg("ping")
+        .env("F2B_SOCKET", "")
+        .output()
+        .unwrap();
+    // Whether /run/f2b/f2b.sock exists here is not ours to know; it must be the path tried.
+    if code(&out) != 0 {
+        assert!(
+            stderr(&out).contains("/run/f2b/f2b.sock"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let dir = TempDir::new();
+    let out = ctl(&["ping", "--socket", dir.0.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{out:?}");
+    assert!(stderr(&out).contains("is not a socket"), "{}", stderr(&out));
+}

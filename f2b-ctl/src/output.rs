@@ -61,14 +61,14 @@ fn try_render(cmd: &Command, data: &Value, now: u64) -> Result<Rendered, String>
         Command::Unban { .. } => Rendered::text(unban(&decode(data)?)),
         Command::List { jail } => Rendered::text(list(&decode(data)?, jail.as_deref(), now)),
         Command::Stats => Rendered::text(stats(&decode(data)?)),
-        Command::Reload => Rendered::text(with_details("reloaded".into(), data)),
+        Command::Reload => Rendered::text(reload(data)),
         Command::Stop { detach } => {
             let what = if *detach {
                 "stopping; the XDP program is detached and the pinned maps removed: bans are no longer enforced"
             } else {
                 "stopping; the XDP program and pinned maps stay in place: bans remain enforced"
             };
-            Rendered::text(with_details(what.into(), data))
+            Rendered::text(with_details(what.into(), data, &["stopping", "detach"]))
         }
     })
 }
@@ -277,13 +277,30 @@ fn stats(s: &StatsData) -> String {
     out
 }
 
-/// `head`, followed by whatever the agent put in `data` (reload/stop data is free-form).
-fn with_details(head: String, data: &Value) -> String {
+fn reload(data: &Value) -> String {
+    let mut head = "reloaded".to_string();
+    let restart: Vec<String> = data
+        .get("restart_needed")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(scalar).collect())
+        .unwrap_or_default();
+    if !restart.is_empty() {
+        head.push_str(&format!(
+            "; changes to {} take effect only after an agent restart",
+            restart.join(", ")
+        ));
+    }
+    with_details(head, data, &["reloaded", "restart_needed"])
+}
+
+/// `head`, followed by whatever the agent put in `data` (reload/stop data is free-form),
+/// less the `skip` keys that `head` already says.
+fn with_details(head: String, data: &Value, skip: &[&str]) -> String {
     let mut out = head + "\n";
     match data {
         Value::Null => {}
         Value::Object(map) => {
-            for (k, v) in map {
+            for (k, v) in map.iter().filter(|(k, _)| !skip.contains(&k.as_str())) {
                 out.push_str(&format!("  {k}: {}\n", scalar(v)));
             }
         }
@@ -592,6 +609,36 @@ mod tests {
         assert_eq!(
             render(&Command::Reload, &json!({"jails": 3}), NOW).stdout,
             "reloaded\n  jails: 3\n"
+        );
+        // The agent's actual reload/stop answers.
+        assert_eq!(
+            render(
+                &Command::Reload,
+                &json!({"reloaded": true, "restart_needed": []}),
+                NOW
+            )
+            .stdout,
+            "reloaded\n"
+        );
+        assert_eq!(
+            render(
+                &Command::Reload,
+                &json!({"reloaded": true, "restart_needed": ["socket", "maps"]}),
+                NOW
+            )
+            .stdout,
+            "reloaded; changes to socket, maps take effect only after an agent restart\n"
+        );
+        assert_eq!(
+            render(
+                &Command::Stop { detach: false },
+                &json!({"stopping": true, "detach": false}),
+                NOW
+            )
+            .stdout
+            .lines()
+            .count(),
+            1
         );
         assert!(
             render(&Command::Stop { detach: true }, &Value::Null, NOW)

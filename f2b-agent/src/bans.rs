@@ -200,7 +200,8 @@ impl BanManager {
             self.track(ip, ban);
             r.adopted += 1;
         }
-        let bans: Vec<(IpNet, StoredBan)> = self.active.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let bans: Vec<(IpNet, StoredBan)> =
+            self.active.iter().map(|(k, v)| (*k, v.clone())).collect();
         for (ip, ban) in &bans {
             match self.kernel.put_ban(ip, kernel_value(ban)) {
                 Ok(()) => r.restored += 1,
@@ -213,15 +214,24 @@ impl BanManager {
         r.restored -= r.adopted.min(r.restored);
         self.store.apply(&puts, &dels).map_err(|e| e.to_string())?;
         let allow = self.cfg.ignoreip.clone();
-        self.kernel.sync_allowlist(&allow).map_err(|e| e.to_string())?;
+        self.kernel
+            .sync_allowlist(&allow)
+            .map_err(|e| e.to_string())?;
         Ok(r)
     }
 
     fn check_target(&self, ip: &IpNet, jail: &JailConfig, force: bool) -> Result<(), String> {
         if ip.prefix_len() == 0 {
-            return Err(format!("refusing to ban {ip}: that is every {} address", if ip.is_ipv4() { "IPv4" } else { "IPv6" }));
+            return Err(format!(
+                "refusing to ban {ip}: that is every {} address",
+                if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+            ));
         }
-        let min = if ip.is_ipv4() { self.cfg.guard.min_prefix_v4 } else { self.cfg.guard.min_prefix_v6 };
+        let min = if ip.is_ipv4() {
+            self.cfg.guard.min_prefix_v4
+        } else {
+            self.cfg.guard.min_prefix_v6
+        };
         if !ip.is_host() && ip.prefix_len() < min && !force {
             return Err(format!(
                 "refusing to ban {ip}: prefixes shorter than /{min} need --force (guard.min_prefix_{})",
@@ -230,7 +240,9 @@ impl BanManager {
         }
         for allow in self.cfg.ignoreip.iter().chain(&jail.ignoreip) {
             if allow.contains(ip.addr()) && allow.prefix_len() <= ip.prefix_len() {
-                return Err(format!("refusing to ban {ip}: it is allowlisted by ignoreip {allow}"));
+                return Err(format!(
+                    "refusing to ban {ip}: it is allowlisted by ignoreip {allow}"
+                ));
             }
         }
         Ok(())
@@ -277,13 +289,19 @@ impl BanManager {
         };
         let mut ips = Vec::with_capacity(req.ips.len());
         for s in &req.ips {
-            let ip: IpNet = s.parse().map_err(|e: f2b_common::net::NetParseError| e.to_string())?;
+            let ip: IpNet = s
+                .parse()
+                .map_err(|e: f2b_common::net::NetParseError| e.to_string())?;
             self.check_target(&ip, &jail, req.force)?;
             if !ips.contains(&ip) {
                 ips.push(ip);
             }
         }
-        let new: Vec<IpNet> = ips.iter().filter(|ip| !self.active.contains_key(ip)).copied().collect();
+        let new: Vec<IpNet> = ips
+            .iter()
+            .filter(|ip| !self.active.contains_key(ip))
+            .copied()
+            .collect();
         self.capacity_check(&new)?;
         let history = self.store.history(&new).map_err(|e| e.to_string())?;
         let history: HashMap<IpNet, u32> = new.iter().copied().zip(history).collect();
@@ -298,16 +316,28 @@ impl BanManager {
                         (None, _) | (_, BanTime::Permanent) => None,
                         (Some(u), BanTime::Secs(s)) => Some(u.max(now + s)),
                     };
-                    StoredBan { until, ports: merge_ports(&old.ports, &ports_of(&jail)), ..old.clone() }
+                    StoredBan {
+                        until,
+                        ports: merge_ports(&old.ports, &ports_of(&jail)),
+                        ..old.clone()
+                    }
                 }
                 None => {
                     let prior = history.get(ip).copied().unwrap_or(0);
                     let until = match time.unwrap_or(jail.bantime) {
                         BanTime::Permanent => None,
                         BanTime::Secs(s) if time.is_some() => Some(now + s),
-                        BanTime::Secs(s) => Some(now + increased_bantime(s, prior, &jail.increment)),
+                        BanTime::Secs(s) => {
+                            Some(now + increased_bantime(s, prior, &jail.increment))
+                        }
                     };
-                    StoredBan { jail: jail.name.clone(), since: now, until, ports: ports_of(&jail), ban_count: prior + 1 }
+                    StoredBan {
+                        jail: jail.name.clone(),
+                        since: now,
+                        until,
+                        ports: ports_of(&jail),
+                        ban_count: prior + 1,
+                    }
                 }
             };
             planned.push((*ip, ban));
@@ -328,7 +358,10 @@ impl BanManager {
         }
         let committed = match failure {
             Some(e) => Err(format!("{e}; nothing was banned")),
-            None => self.store.apply(&planned, &[]).map_err(|e| format!("{e}; nothing was banned")),
+            None => self
+                .store
+                .apply(&planned, &[])
+                .map_err(|e| format!("{e}; nothing was banned")),
         };
         if let Err(e) = committed {
             for (ip, before) in written.into_iter().rev() {
@@ -364,14 +397,20 @@ impl BanManager {
     }
 
     /// Removes the given bans (or all, optionally of one jail).
-    pub fn unban(&mut self, ips: &[String], all: bool, jail: Option<&str>) -> Result<UnbanResult, String> {
-        if all == !ips.is_empty() {
+    pub fn unban(
+        &mut self,
+        ips: &[String],
+        all: bool,
+        jail: Option<&str>,
+    ) -> Result<UnbanResult, String> {
+        if all != ips.is_empty() {
             return Err("unban: give addresses or --all, not both or neither".into());
         }
-        if let Some(j) = jail {
-            if !self.cfg.jails.contains_key(j) && !self.active.values().any(|b| b.jail == j) {
-                self.jail(Some(j))?;
-            }
+        if let Some(j) = jail
+            && !self.cfg.jails.contains_key(j)
+            && !self.active.values().any(|b| b.jail == j)
+        {
+            self.jail(Some(j))?;
         }
         let mut targets = Vec::new();
         let mut not_banned = Vec::new();
@@ -385,7 +424,9 @@ impl BanManager {
             targets.sort();
         } else {
             for s in ips {
-                let ip: IpNet = s.parse().map_err(|e: f2b_common::net::NetParseError| e.to_string())?;
+                let ip: IpNet = s
+                    .parse()
+                    .map_err(|e: f2b_common::net::NetParseError| e.to_string())?;
                 match self.active.get(&ip) {
                     Some(b) if jail.is_none_or(|j| b.jail == j) => {
                         if !targets.contains(&ip) {
@@ -397,23 +438,35 @@ impl BanManager {
             }
         }
         // Durable first: an unban that is not on disk would come back after a restart.
-        self.store.apply(&[], &targets).map_err(|e| format!("{e}; nothing was unbanned"))?;
+        self.store
+            .apply(&[], &targets)
+            .map_err(|e| format!("{e}; nothing was unbanned"))?;
         let mut unbanned = Vec::with_capacity(targets.len());
         for ip in targets {
             if let Err(e) = self.kernel.remove_ban(&ip) {
-                log::error!("unban {ip}: removed from the database but the kernel map refused: {e}");
+                log::error!(
+                    "unban {ip}: removed from the database but the kernel map refused: {e}"
+                );
             }
             self.untrack(&ip);
             unbanned.push(ip.to_string());
         }
-        Ok(UnbanResult { unbanned, not_banned })
+        Ok(UnbanResult {
+            unbanned,
+            not_banned,
+        })
     }
 
     pub fn list(&self, jail: Option<&str>) -> ListData {
-        let mut bans: Vec<(&IpNet, &StoredBan)> =
-            self.active.iter().filter(|(_, b)| jail.is_none_or(|j| b.jail == j)).collect();
+        let mut bans: Vec<(&IpNet, &StoredBan)> = self
+            .active
+            .iter()
+            .filter(|(_, b)| jail.is_none_or(|j| b.jail == j))
+            .collect();
         bans.sort_by(|a, b| a.1.since.cmp(&b.1.since).then(a.0.cmp(b.0)));
-        ListData { bans: bans.into_iter().map(|(ip, b)| self.info(ip, b)).collect() }
+        ListData {
+            bans: bans.into_iter().map(|(ip, b)| self.info(ip, b)).collect(),
+        }
     }
 
     pub fn jail_status(&self, only: Option<&str>) -> Result<Vec<JailStatus>, String> {
@@ -425,8 +478,12 @@ impl BanManager {
             if only.is_some_and(|o| o != name) {
                 continue;
             }
-            let mut banned: Vec<String> =
-                self.active.iter().filter(|(_, b)| &b.jail == name).map(|(ip, _)| ip.to_string()).collect();
+            let mut banned: Vec<String> = self
+                .active
+                .iter()
+                .filter(|(_, b)| &b.jail == name)
+                .map(|(ip, _)| ip.to_string())
+                .collect();
             banned.sort();
             out.push(JailStatus {
                 name: name.clone(),
@@ -446,7 +503,10 @@ impl BanManager {
         self.kernel
             .attached
             .iter()
-            .map(|(n, m)| InterfaceStatus { name: n.clone(), mode: m.as_str().into() })
+            .map(|(n, m)| InterfaceStatus {
+                name: n.clone(),
+                mode: m.as_str().into(),
+            })
             .collect()
     }
 
@@ -455,7 +515,11 @@ impl BanManager {
         let u = self.usage;
         let allow = self.cfg.ignoreip.iter().filter(|n| n.is_ipv4()).count() as u64;
         let allow6 = self.cfg.ignoreip.len() as u64 - allow;
-        let m = |name: &str, entries: u64, capacity: u32| MapUsage { name: name.into(), entries, capacity: capacity as u64 };
+        let m = |name: &str, entries: u64, capacity: u32| MapUsage {
+            name: name.into(),
+            entries,
+            capacity: capacity as u64,
+        };
         StatsData {
             counters: self.kernel.counters(),
             maps: vec![
@@ -476,7 +540,12 @@ impl BanManager {
 
     /// Removes every ban whose time is up; returns how many.
     pub fn expire_due(&mut self, now: u64) -> usize {
-        let due: Vec<IpNet> = self.expiry.iter().take_while(|(u, _)| *u <= now).map(|(_, ip)| *ip).collect();
+        let due: Vec<IpNet> = self
+            .expiry
+            .iter()
+            .take_while(|(u, _)| *u <= now)
+            .map(|(_, ip)| *ip)
+            .collect();
         if due.is_empty() {
             return 0;
         }
@@ -500,16 +569,24 @@ impl BanManager {
         let mut restart = Vec::new();
         for (what, changed) in [
             ("database", new.database != self.cfg.database),
-            ("socket", new.socket != self.cfg.socket || new.socket_mode != self.cfg.socket_mode),
+            (
+                "socket",
+                new.socket != self.cfg.socket || new.socket_mode != self.cfg.socket_mode,
+            ),
             ("pin_dir", new.pin_dir != self.cfg.pin_dir),
             ("maps", new.maps != self.cfg.maps),
-            ("interfaces", new.interfaces != self.cfg.interfaces || new.xdp_mode != self.cfg.xdp_mode),
+            (
+                "interfaces",
+                new.interfaces != self.cfg.interfaces || new.xdp_mode != self.cfg.xdp_mode,
+            ),
         ] {
             if changed {
                 restart.push(what.to_string());
             }
         }
-        self.kernel.sync_allowlist(&new.ignoreip).map_err(|e| e.to_string())?;
+        self.kernel
+            .sync_allowlist(&new.ignoreip)
+            .map_err(|e| e.to_string())?;
         self.cfg = Config {
             database: self.cfg.database.clone(),
             socket: self.cfg.socket.clone(),
@@ -532,26 +609,47 @@ mod tests {
     fn ports_merge() {
         assert_eq!(merge_ports(&[22], &[80]), vec![22, 80]);
         assert_eq!(merge_ports(&[22], &[]), Vec::<u16>::new());
-        assert_eq!(merge_ports(&[1, 2, 3, 4, 5], &[6, 7, 8, 9]), Vec::<u16>::new());
+        assert_eq!(
+            merge_ports(&[1, 2, 3, 4, 5], &[6, 7, 8, 9]),
+            Vec::<u16>::new()
+        );
         assert_eq!(merge_ports(&[22, 80], &[80]), vec![22, 80]);
     }
 
     #[test]
     fn bantime_increment() {
-        let off = Increment { enabled: false, factor: 1.0, maxtime: 86_400 };
+        let off = Increment {
+            enabled: false,
+            factor: 1.0,
+            maxtime: 86_400,
+        };
         assert_eq!(increased_bantime(600, 3, &off), 600);
-        let on = Increment { enabled: true, factor: 1.0, maxtime: 86_400 };
+        let on = Increment {
+            enabled: true,
+            factor: 1.0,
+            maxtime: 86_400,
+        };
         assert_eq!(increased_bantime(600, 0, &on), 600);
         assert_eq!(increased_bantime(600, 1, &on), 1200);
         assert_eq!(increased_bantime(600, 2, &on), 2400);
         assert_eq!(increased_bantime(600, 30, &on), 86_400);
-        let f = Increment { enabled: true, factor: 3.0, maxtime: 86_400 };
+        let f = Increment {
+            enabled: true,
+            factor: 3.0,
+            maxtime: 86_400,
+        };
         assert_eq!(increased_bantime(600, 1, &f), 3600);
     }
 
     #[test]
     fn kernel_value_scope() {
-        let b = StoredBan { jail: "x".into(), since: 0, until: None, ports: vec![22, 80], ban_count: 1 };
+        let b = StoredBan {
+            jail: "x".into(),
+            since: 0,
+            until: None,
+            ports: vec![22, 80],
+            ban_count: 1,
+        };
         let v = kernel_value(&b);
         assert_eq!(v.expires_ns, 0);
         assert_eq!(v.nports, 2);

@@ -4,7 +4,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: ts is a valid, writable timespec; the clock ids used here always exist on Linux.
     let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
     if rc != 0 {
@@ -37,7 +40,9 @@ pub fn kernel_expiry(until: Option<u64>) -> u64 {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0);
             let boot = boottime_ns();
-            let left = until.saturating_mul(1_000_000_000).saturating_sub(now_unix_ns);
+            let left = until
+                .saturating_mul(1_000_000_000)
+                .saturating_sub(now_unix_ns);
             // Never 0: that would mean permanent.
             boot.saturating_add(left).max(1)
         }

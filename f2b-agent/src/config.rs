@@ -109,7 +109,9 @@ impl<'de> Deserialize<'de> for Dur {
             N(u64),
         }
         let s = match Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("expected a duration such as 90s, 10m, 1h, 2d, 1w or permanent")
+            serde::de::Error::custom(
+                "expected a duration such as 90s, 10m, 1h, 2d, 1w or permanent",
+            )
         })? {
             Raw::S(s) => s,
             Raw::N(n) => n.to_string(),
@@ -279,7 +281,9 @@ impl Config {
     pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
         match explicit {
             Some(p) => Config::from_file(p),
-            None if Path::new(SYSTEM_CONFIG).exists() => Config::from_file(Path::new(SYSTEM_CONFIG)),
+            None if Path::new(SYSTEM_CONFIG).exists() => {
+                Config::from_file(Path::new(SYSTEM_CONFIG))
+            }
             None => Config::embedded(),
         }
     }
@@ -296,7 +300,11 @@ impl Config {
                 if let Some(i) = message.find(" at line ") {
                     message.truncate(i);
                 }
-                ConfigError { file: file.to_string(), line, message }
+                ConfigError {
+                    file: file.to_string(),
+                    line,
+                    message,
+                }
             })?
         };
         validate(raw, text, file)
@@ -309,15 +317,16 @@ impl Config {
 
 /// Line (1-based) of the first `key:` in the text, to place semantic errors.
 fn line_of(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let t = l.trim_start();
-        t.strip_prefix(key)
-            .is_some_and(|rest| rest.trim_start().starts_with(':'))
-            || t.strip_prefix('"')
-                .and_then(|r| r.strip_prefix(key))
-                .is_some_and(|r| r.starts_with('"'))
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start();
+            t.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+                || t.strip_prefix('"')
+                    .and_then(|r| r.strip_prefix(key))
+                    .is_some_and(|r| r.starts_with('"'))
+        })
+        .map(|i| i + 1)
 }
 
 fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigError> {
@@ -333,9 +342,12 @@ fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigErro
         None => 600,
     };
     let def_maxretry = d.maxretry.unwrap_or(5);
-    let ignoreip = d
-        .ignoreip
-        .unwrap_or_else(|| vec![IpNet::host([127, 0, 0, 1].into()), IpNet::host(std::net::Ipv6Addr::LOCALHOST.into())]);
+    let ignoreip = d.ignoreip.unwrap_or_else(|| {
+        vec![
+            IpNet::host([127, 0, 0, 1].into()),
+            IpNet::host(std::net::Ipv6Addr::LOCALHOST.into()),
+        ]
+    });
     let def_increment = increment(d.bantime_increment, None).map_err(|m| err("maxtime", m))?;
     let def_ports = d.ports.unwrap_or_default();
     if def_maxretry == 0 {
@@ -346,7 +358,9 @@ fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigErro
     for (name, j) in raw.jails.unwrap_or_default() {
         if name.is_empty()
             || name.len() > 64
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         {
             return Err(err(
                 &name,
@@ -354,12 +368,17 @@ fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigErro
             ));
         }
         let findtime = match j.findtime {
-            Some(f) => finite(f, "findtime").map_err(|m| err(&name, format!("jail {name}: {m}")))?,
+            Some(f) => {
+                finite(f, "findtime").map_err(|m| err(&name, format!("jail {name}: {m}")))?
+            }
             None => def_findtime,
         };
         let maxretry = j.maxretry.unwrap_or(def_maxretry);
         if maxretry == 0 {
-            return Err(err(&name, format!("jail {name}: maxretry must be at least 1")));
+            return Err(err(
+                &name,
+                format!("jail {name}: maxretry must be at least 1"),
+            ));
         }
         let inc = increment(j.bantime_increment, Some(&def_increment))
             .map_err(|m| err(&name, format!("jail {name}: {m}")))?;
@@ -380,19 +399,21 @@ fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigErro
     }
     // The manual jail always exists: f2b-ctl ban without --jail lands there. Its bans cover
     // every port unless the config defines the jail explicitly.
-    jails.entry(MANUAL_JAIL.to_string()).or_insert_with(|| JailConfig {
-        name: MANUAL_JAIL.to_string(),
-        enabled: true,
-        filter: None,
-        logpath: vec![],
-        backend: Backend::Auto,
-        bantime: def_bantime,
-        findtime: def_findtime,
-        maxretry: def_maxretry,
-        ignoreip: vec![],
-        increment: def_increment.clone(),
-        ports: Ports::All,
-    });
+    jails
+        .entry(MANUAL_JAIL.to_string())
+        .or_insert_with(|| JailConfig {
+            name: MANUAL_JAIL.to_string(),
+            enabled: true,
+            filter: None,
+            logpath: vec![],
+            backend: Backend::Auto,
+            bantime: def_bantime,
+            findtime: def_findtime,
+            maxretry: def_maxretry,
+            ignoreip: vec![],
+            increment: def_increment.clone(),
+            ports: Ports::All,
+        });
 
     let maps = raw.maps.unwrap_or_default();
     let maps = MapSizes {
@@ -400,9 +421,16 @@ fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigErro
         prefixes: maps.prefixes.unwrap_or(f2b_common::DEFAULT_MAX_PREFIXES),
         allow: maps.allow.unwrap_or(f2b_common::DEFAULT_MAX_ALLOW),
     };
-    for (key, v) in [("bans", maps.bans), ("prefixes", maps.prefixes), ("allow", maps.allow)] {
+    for (key, v) in [
+        ("bans", maps.bans),
+        ("prefixes", maps.prefixes),
+        ("allow", maps.allow),
+    ] {
         if v == 0 || v > 1 << 26 {
-            return Err(err(key, format!("maps.{key}: expected 1 to {} entries, got {v}", 1u32 << 26)));
+            return Err(err(
+                key,
+                format!("maps.{key}: expected 1 to {} entries, got {v}", 1u32 << 26),
+            ));
         }
     }
     let g = raw.guard.unwrap_or_default();
@@ -411,15 +439,25 @@ fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigErro
         min_prefix_v6: g.min_prefix_v6.unwrap_or(32),
     };
     if guard.min_prefix_v4 == 0 || guard.min_prefix_v4 > 32 {
-        return Err(err("min_prefix_v4", "guard.min_prefix_v4: expected 1 to 32".into()));
+        return Err(err(
+            "min_prefix_v4",
+            "guard.min_prefix_v4: expected 1 to 32".into(),
+        ));
     }
     if guard.min_prefix_v6 == 0 || guard.min_prefix_v6 > 128 {
-        return Err(err("min_prefix_v6", "guard.min_prefix_v6: expected 1 to 128".into()));
+        return Err(err(
+            "min_prefix_v6",
+            "guard.min_prefix_v6: expected 1 to 128".into(),
+        ));
     }
     if ignoreip.len() > maps.allow as usize {
         return Err(err(
             "ignoreip",
-            format!("ignoreip has {} entries but maps.allow is {}", ignoreip.len(), maps.allow),
+            format!(
+                "ignoreip has {} entries but maps.allow is {}",
+                ignoreip.len(),
+                maps.allow
+            ),
         ));
     }
     let socket_mode = match raw.socket_mode {
@@ -427,19 +465,29 @@ fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigErro
         Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8)
             .ok()
             .filter(|m| *m <= 0o777)
-            .ok_or_else(|| err("socket_mode", format!("socket_mode {m:?}: expected octal like \"0600\"")))?,
+            .ok_or_else(|| {
+                err(
+                    "socket_mode",
+                    format!("socket_mode {m:?}: expected octal like \"0600\""),
+                )
+            })?,
     };
     let interfaces = raw.interfaces.unwrap_or_else(|| vec!["eth0".into()]);
     for i in &interfaces {
         if i.is_empty() || i.len() > 15 || i.contains('/') || i.contains(char::is_whitespace) {
-            return Err(err("interfaces", format!("interface name {i:?} is not valid")));
+            return Err(err(
+                "interfaces",
+                format!("interface name {i:?} is not valid"),
+            ));
         }
     }
     Ok(Config {
         source: file.to_string(),
         interfaces,
         xdp_mode: raw.xdp_mode.unwrap_or_default(),
-        database: raw.database.unwrap_or_else(|| "/var/lib/f2b/f2b.redb".into()),
+        database: raw
+            .database
+            .unwrap_or_else(|| "/var/lib/f2b/f2b.redb".into()),
         socket: raw.socket.unwrap_or_else(|| "/run/f2b/f2b.sock".into()),
         socket_mode,
         control_group: raw.control_group,
@@ -452,17 +500,27 @@ fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigErro
 }
 
 fn increment(raw: Option<RawIncrement>, base: Option<&Increment>) -> Result<Increment, String> {
-    let base = base.cloned().unwrap_or(Increment { enabled: false, factor: 1.0, maxtime: 7 * 86_400 });
+    let base = base.cloned().unwrap_or(Increment {
+        enabled: false,
+        factor: 1.0,
+        maxtime: 7 * 86_400,
+    });
     let Some(r) = raw else { return Ok(base) };
     let factor = r.factor.unwrap_or(base.factor);
     if !(factor.is_finite() && factor > 0.0) {
-        return Err(format!("bantime_increment.factor must be a positive number, got {factor}"));
+        return Err(format!(
+            "bantime_increment.factor must be a positive number, got {factor}"
+        ));
     }
     let maxtime = match r.maxtime {
         Some(m) => finite(m, "bantime_increment.maxtime")?,
         None => base.maxtime,
     };
-    Ok(Increment { enabled: r.enabled, factor, maxtime })
+    Ok(Increment {
+        enabled: r.enabled,
+        factor,
+        maxtime,
+    })
 }
 
 #[cfg(test)]

@@ -82,9 +82,11 @@ fn supplementary_groups(pid: i32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Groups:"))
-                .map(|g| g.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                g.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
         })
         .unwrap_or_default()
 }
@@ -104,7 +106,9 @@ impl Control {
         if uid == 0 {
             return true;
         }
-        let Ok(guard) = self.control_gid.lock() else { return false };
+        let Ok(guard) = self.control_gid.lock() else {
+            return false;
+        };
         match *guard {
             Some(g) => gid == g || pid.is_some_and(|p| supplementary_groups(p).contains(&g)),
             None => false,
@@ -118,7 +122,9 @@ impl Control {
     ) -> Result<T, String> {
         let mgr = self.manager.clone();
         tokio::task::spawn_blocking(move || {
-            let mut m = mgr.lock().map_err(|_| "internal error: ban manager poisoned".to_string())?;
+            let mut m = mgr
+                .lock()
+                .map_err(|_| "internal error: ban manager poisoned".to_string())?;
             Ok(f(&mut m))
         })
         .await
@@ -146,9 +152,22 @@ impl Control {
                     .await;
                 respond(r.and_then(|x| x))
             }
-            Request::Ban { ips, jail, time, force } => {
-                let req = BanRequest { ips, jail, time, force };
-                let r = self.with_manager(move |m| m.ban(&req)).await.and_then(|x| x);
+            Request::Ban {
+                ips,
+                jail,
+                time,
+                force,
+            } => {
+                let req = BanRequest {
+                    ips,
+                    jail,
+                    time,
+                    force,
+                };
+                let r = self
+                    .with_manager(move |m| m.ban(&req))
+                    .await
+                    .and_then(|x| x);
                 if let Ok(b) = &r {
                     for i in &b.banned {
                         log::info!("ban {} in jail {} (until {:?})", i.ip, i.jail, i.until);
@@ -173,10 +192,11 @@ impl Control {
             Request::List { jail } => {
                 let r = self
                     .with_manager(move |m| {
-                        if let Some(j) = &jail {
-                            if m.config().jail(j).is_none() && m.list(Some(j)).bans.is_empty() {
-                                return Err(format!("unknown jail {j:?}"));
-                            }
+                        if let Some(j) = &jail
+                            && m.config().jail(j).is_none()
+                            && m.list(Some(j)).bans.is_empty()
+                        {
+                            return Err(format!("unknown jail {j:?}"));
                         }
                         Ok(m.list(jail.as_deref()))
                     })
@@ -187,16 +207,25 @@ impl Control {
             Request::Reload {} => {
                 let cfg = match self.overrides.load() {
                     Ok(c) => c,
-                    Err(e) => return Response::err(format!("reload refused, running config kept: {e}")),
+                    Err(e) => {
+                        return Response::err(format!("reload refused, running config kept: {e}"));
+                    }
                 };
                 let gid = match &cfg.control_group {
                     Some(g) => match group_gid(g) {
                         Some(gid) => Some(gid),
-                        None => return Response::err(format!("reload refused: control_group {g:?} does not exist")),
+                        None => {
+                            return Response::err(format!(
+                                "reload refused: control_group {g:?} does not exist"
+                            ));
+                        }
                     },
                     None => None,
                 };
-                let r = self.with_manager(move |m| m.reload(cfg)).await.and_then(|x| x);
+                let r = self
+                    .with_manager(move |m| m.reload(cfg))
+                    .await
+                    .and_then(|x| x);
                 if r.is_ok() {
                     if let Ok(mut g) = self.control_gid.lock() {
                         *g = gid;
@@ -204,10 +233,16 @@ impl Control {
                     log::info!("configuration reloaded");
                 }
                 self.bans_changed.notify_one();
-                respond(r.map(|restart| serde_json::json!({"reloaded": true, "restart_needed": restart})))
+                respond(r.map(
+                    |restart| serde_json::json!({"reloaded": true, "restart_needed": restart}),
+                ))
             }
             Request::Stop { detach } => {
-                let kind = if detach { StopKind::Detach } else { StopKind::Keep };
+                let kind = if detach {
+                    StopKind::Detach
+                } else {
+                    StopKind::Keep
+                };
                 let _ = self.stop.send(Some(kind));
                 Response::ok(&serde_json::json!({"stopping": true, "detach": detach}))
             }
@@ -223,7 +258,11 @@ fn respond<T: serde::Serialize>(r: Result<T, String>) -> Response {
 }
 
 /// Serves connections until `stop` fires.
-pub async fn serve(listener: UnixListener, ctl: Arc<Control>, mut stop: watch::Receiver<Option<StopKind>>) {
+pub async fn serve(
+    listener: UnixListener,
+    ctl: Arc<Control>,
+    mut stop: watch::Receiver<Option<StopKind>>,
+) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let permit = tokio::select! {
@@ -285,7 +324,9 @@ async fn connection(stream: UnixStream, ctl: Arc<Control>) -> std::io::Result<()
             }
         }
         let resp = if too_long {
-            Response::err(format!("request longer than {MAX_REQUEST_BYTES} bytes refused"))
+            Response::err(format!(
+                "request longer than {MAX_REQUEST_BYTES} bytes refused"
+            ))
         } else {
             let text = String::from_utf8_lossy(&line);
             let text = text.trim();
@@ -294,13 +335,16 @@ async fn connection(stream: UnixStream, ctl: Arc<Control>) -> std::io::Result<()
             }
             match serde_json::from_str::<Request>(text) {
                 Err(e) => Response::err(format!("bad request: {e}")),
-                Ok(req) if req.mutates() && !ctl.may_change(uid, gid, pid) => Response::err(format!(
-                    "permission denied: uid {uid} may read but not change state (needs root or the control group)"
-                )),
+                Ok(req) if req.mutates() && !ctl.may_change(uid, gid, pid) => {
+                    Response::err(format!(
+                        "permission denied: uid {uid} may read but not change state (needs root or the control group)"
+                    ))
+                }
                 Ok(req) => ctl.handle(req).await,
             }
         };
-        let mut out = serde_json::to_vec(&resp).unwrap_or_else(|_| br#"{"ok":false,"error":"encoding"}"#.to_vec());
+        let mut out = serde_json::to_vec(&resp)
+            .unwrap_or_else(|_| br#"{"ok":false,"error":"encoding"}"#.to_vec());
         out.push(b'\n');
         wr.write_all(&out).await?;
         if too_long {

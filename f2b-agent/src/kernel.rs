@@ -30,7 +30,11 @@ pub enum KernelError {
     #[error("attaching XDP to {iface}: {message}")]
     Attach { iface: String, message: String },
     #[error("map {map} is full ({capacity} entries): raise `maps.{key}` in the config")]
-    MapFull { map: &'static str, capacity: u32, key: &'static str },
+    MapFull {
+        map: &'static str,
+        capacity: u32,
+        key: &'static str,
+    },
     #[error("map {map}: {message}")]
     Map { map: &'static str, message: String },
 }
@@ -74,12 +78,18 @@ fn map_key(net: &IpNet) -> MapKey {
 }
 
 fn map_err(map: &'static str, key: &'static str, capacity: u32, e: MapError) -> KernelError {
-    if let MapError::SyscallError(s) = &e {
-        if matches!(s.io_error.raw_os_error(), Some(libc::E2BIG) | Some(libc::ENOSPC)) {
-            return KernelError::MapFull { map, capacity, key };
-        }
+    if let MapError::SyscallError(s) = &e
+        && matches!(
+            s.io_error.raw_os_error(),
+            Some(libc::E2BIG) | Some(libc::ENOSPC)
+        )
+    {
+        return KernelError::MapFull { map, capacity, key };
     }
-    KernelError::Map { map, message: e.to_string() }
+    KernelError::Map {
+        map,
+        message: e.to_string(),
+    }
 }
 
 pub struct Kernel {
@@ -122,7 +132,9 @@ impl Kernel {
             .load(crate::EBPF_OBJECT)
             .map_err(|e| KernelError::Load(format!("{e:#}")))?;
         let capacity_of = |name: &str| -> u32 {
-            MapInfo::from_pin(pin_dir.join(name)).map(|i| i.max_entries()).unwrap_or(0)
+            MapInfo::from_pin(pin_dir.join(name))
+                .map(|i| i.max_entries())
+                .unwrap_or(0)
         };
         let capacity = MapSizes {
             bans: capacity_of(maps::BANS_V4),
@@ -144,7 +156,10 @@ impl Kernel {
             let m = ebpf
                 .take_map(name)
                 .ok_or_else(|| KernelError::Load(format!("map {name} missing from the object")))?;
-            T::try_from(m).map_err(|e| KernelError::Map { map: name, message: e.to_string() })
+            T::try_from(m).map_err(|e| KernelError::Map {
+                map: name,
+                message: e.to_string(),
+            })
         }
         let bans_v4 = take(&mut ebpf, maps::BANS_V4)?;
         let bans_v6 = take(&mut ebpf, maps::BANS_V6)?;
@@ -158,7 +173,8 @@ impl Kernel {
             .ok_or_else(|| KernelError::Load(format!("program {} missing", maps::PROGRAM)))?
             .try_into()
             .map_err(|e| KernelError::Load(format!("{e}")))?;
-        prog.load().map_err(|e| KernelError::Load(format!("verifier: {e:#}")))?;
+        prog.load()
+            .map_err(|e| KernelError::Load(format!("verifier: {e:#}")))?;
         Ok(Kernel {
             ebpf,
             bans_v4,
@@ -192,25 +208,34 @@ impl Kernel {
         want: XdpModeCfg,
         previous: Option<&str>,
     ) -> Result<AttachedMode, KernelError> {
-        let attach_err = |message: String| KernelError::Attach { iface: iface.to_string(), message };
+        let attach_err = |message: String| KernelError::Attach {
+            iface: iface.to_string(),
+            message,
+        };
         let pin = link_pin(&self.pin_dir, iface);
         if pin.exists() {
             let prev_mode = previous.and_then(AttachedMode::parse);
-            let mode_ok = match (want, prev_mode) {
-                (XdpModeCfg::Auto, Some(_)) => true,
-                (XdpModeCfg::Native, Some(AttachedMode::Native)) => true,
-                (XdpModeCfg::Skb, Some(AttachedMode::Skb)) => true,
-                _ => false,
-            };
+            let mode_ok = matches!(
+                (want, prev_mode),
+                (XdpModeCfg::Auto, Some(_))
+                    | (XdpModeCfg::Native, Some(AttachedMode::Native))
+                    | (XdpModeCfg::Skb, Some(AttachedMode::Skb))
+            );
             let reused = if mode_ok {
                 self.update_pinned_link(&pin).map_err(|e| {
-                    log::warn!("{iface}: pinned XDP link {} unusable ({e}); attaching anew", pin.display());
+                    log::warn!(
+                        "{iface}: pinned XDP link {} unusable ({e}); attaching anew",
+                        pin.display()
+                    );
                 })
             } else {
                 Err(())
             };
             if let (Ok(()), Some(mode)) = (reused, prev_mode) {
-                log::info!("{iface}: XDP program replaced in the pinned link ({} mode)", mode.as_str());
+                log::info!(
+                    "{iface}: XDP program replaced in the pinned link ({} mode)",
+                    mode.as_str()
+                );
                 self.attached.push((iface.to_string(), mode));
                 return Ok(mode);
             }
@@ -224,7 +249,10 @@ impl Kernel {
             }
         }
         let tries: &[(XdpMode, AttachedMode)] = match want {
-            XdpModeCfg::Auto => &[(XdpMode::Driver, AttachedMode::Native), (XdpMode::Skb, AttachedMode::Skb)],
+            XdpModeCfg::Auto => &[
+                (XdpMode::Driver, AttachedMode::Native),
+                (XdpMode::Skb, AttachedMode::Skb),
+            ],
             XdpModeCfg::Native => &[(XdpMode::Driver, AttachedMode::Native)],
             XdpModeCfg::Skb => &[(XdpMode::Skb, AttachedMode::Skb)],
         };
@@ -235,11 +263,17 @@ impl Kernel {
                 Ok(id) => {
                     let link = prog.take_link(id).map_err(|e| attach_err(e.to_string()))?;
                     let fd: FdLink = link.try_into().map_err(|e| {
-                        attach_err(format!("the kernel gave a netlink attachment, not a bpf_link ({e}); cannot pin"))
+                        attach_err(format!(
+                            "the kernel gave a netlink attachment, not a bpf_link ({e}); cannot pin"
+                        ))
                     })?;
-                    fd.pin(&pin).map_err(|e| attach_err(format!("pinning link at {}: {e}", pin.display())))?;
+                    fd.pin(&pin).map_err(|e| {
+                        attach_err(format!("pinning link at {}: {e}", pin.display()))
+                    })?;
                     if i > 0 {
-                        log::warn!("{iface}: native XDP unavailable ({last}); running in skb (generic) mode");
+                        log::warn!(
+                            "{iface}: native XDP unavailable ({last}); running in skb (generic) mode"
+                        );
                     }
                     log::info!("{iface}: XDP attached in {} mode", got.as_str());
                     self.attached.push((iface.to_string(), *got));
@@ -274,7 +308,10 @@ impl Kernel {
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
         for p in paths {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let ours = name.starts_with("link_") || maps::ALL.contains(&name.as_str());
             if !ours {
                 continue;
@@ -294,14 +331,18 @@ impl Kernel {
                     value.packets = old.packets;
                     value.bytes = old.bytes;
                 }
-                self.bans_v4.insert(a, value, 0).map_err(|e| map_err(maps::BANS_V4, "bans", cap.bans, e))
+                self.bans_v4
+                    .insert(a, value, 0)
+                    .map_err(|e| map_err(maps::BANS_V4, "bans", cap.bans, e))
             }
             MapKey::V6(a, 128) => {
                 if let Ok(old) = self.bans_v6.get(&a, 0) {
                     value.packets = old.packets;
                     value.bytes = old.bytes;
                 }
-                self.bans_v6.insert(a, value, 0).map_err(|e| map_err(maps::BANS_V6, "bans", cap.bans, e))
+                self.bans_v6
+                    .insert(a, value, 0)
+                    .map_err(|e| map_err(maps::BANS_V6, "bans", cap.bans, e))
             }
             MapKey::V4(a, l) => {
                 let k = Key::new(l, a);
@@ -337,8 +378,13 @@ impl Kernel {
         match r {
             Ok(()) => Ok(true),
             Err(MapError::KeyNotFound) => Ok(false),
-            Err(MapError::SyscallError(s)) if s.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-            Err(e) => Err(KernelError::Map { map: "bans", message: e.to_string() }),
+            Err(MapError::SyscallError(s)) if s.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(false)
+            }
+            Err(e) => Err(KernelError::Map {
+                map: "bans",
+                message: e.to_string(),
+            }),
         }
     }
 

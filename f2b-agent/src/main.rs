@@ -53,13 +53,20 @@ fn main() -> ExitCode {
         socket: args.socket.clone(),
         database: args.db.clone(),
         interfaces: args.ifaces.clone(),
-        xdp_mode: args.xdp_mode.as_deref().and_then(|m| m.parse::<XdpModeCfg>().ok()),
+        xdp_mode: args
+            .xdp_mode
+            .as_deref()
+            .and_then(|m| m.parse::<XdpModeCfg>().ok()),
         pin_dir: args.pin_dir.clone(),
     };
     if args.check_config {
         return match overrides.load() {
             Ok(c) => {
-                println!("{}: configuration is valid ({} jails)", c.source, c.jails.len());
+                println!(
+                    "{}: configuration is valid ({} jails)",
+                    c.source,
+                    c.jails.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -68,7 +75,11 @@ fn main() -> ExitCode {
             }
         };
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("f2b-agent: cannot start runtime: {e}");
@@ -93,13 +104,15 @@ fn bind_socket(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener>
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             bail!("another agent is already serving {}", path.display());
         }
-        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display()))?;
     }
     let l = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("chmod {}", path.display()))?;
     if let Some(g) = gid {
-        std::os::unix::fs::chown(path, None, Some(g)).with_context(|| format!("chown {}", path.display()))?;
+        std::os::unix::fs::chown(path, None, Some(g))
+            .with_context(|| format!("chown {}", path.display()))?;
     }
     Ok(l)
 }
@@ -107,27 +120,41 @@ fn bind_socket(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener>
 async fn run(overrides: Overrides) -> Result<()> {
     let cfg = overrides.load().map_err(|e| anyhow::anyhow!("{e}"))?;
     let control_gid = match &cfg.control_group {
-        Some(g) => Some(control::group_gid(g).with_context(|| format!("control_group {g:?} does not exist"))?),
+        Some(g) => Some(
+            control::group_gid(g).with_context(|| format!("control_group {g:?} does not exist"))?,
+        ),
         None => None,
     };
-    log::info!("f2b-agent {} starting with {}", env!("CARGO_PKG_VERSION"), cfg.source);
+    log::info!(
+        "f2b-agent {} starting with {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.source
+    );
     let t0 = Instant::now();
     let store = Store::open(&cfg.database)?;
     let kernel = Kernel::load(&cfg.pin_dir, cfg.maps)?;
     let mut mgr = BanManager::new(cfg.clone(), kernel, store);
     // Maps first, then attach: a freshly attached program never runs with empty maps.
-    let r = mgr.reconcile().map_err(|e| anyhow::anyhow!("reconciling bans: {e}"))?;
+    let r = mgr
+        .reconcile()
+        .map_err(|e| anyhow::anyhow!("reconciling bans: {e}"))?;
     log::info!(
         "bans: {} restored from the database, {} adopted from the kernel, {} expired removed{}",
         r.restored,
         r.adopted,
         r.expired,
-        if r.failed > 0 { format!(", {} NOT enforced (see errors)", r.failed) } else { String::new() }
+        if r.failed > 0 {
+            format!(", {} NOT enforced (see errors)", r.failed)
+        } else {
+            String::new()
+        }
     );
     for iface in &cfg.interfaces {
         let key = format!("iface:{iface}");
         let prev = mgr.store().meta_get(&key)?;
-        let mode = mgr.kernel_mut().attach(iface, cfg.xdp_mode, prev.as_deref())?;
+        let mode = mgr
+            .kernel_mut()
+            .attach(iface, cfg.xdp_mode, prev.as_deref())?;
         mgr.store().meta_set(&key, mode.as_str())?;
     }
     log::info!("enforcing after {:?}", t0.elapsed());
@@ -163,7 +190,11 @@ async fn run(overrides: Overrides) -> Result<()> {
         drop(ctl);
         let removed = Kernel::detach_and_unpin(&cfg.pin_dir)
             .with_context(|| format!("removing pins in {}", cfg.pin_dir.display()))?;
-        log::info!("detached: removed {} from {}", removed.join(", "), cfg.pin_dir.display());
+        log::info!(
+            "detached: removed {} from {}",
+            removed.join(", "),
+            cfg.pin_dir.display()
+        );
     }
     log::info!("stopped");
     Ok(())
@@ -182,7 +213,10 @@ async fn expiry_timer(ctl: Arc<Control>, mut stop: watch::Receiver<Option<StopKi
         };
         let wait = match next {
             Some(until) => {
-                let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+                let now_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
                 Duration::from_millis((until * 1000).saturating_sub(now_ms))
             }
             None => Duration::from_secs(3600),
@@ -194,7 +228,9 @@ async fn expiry_timer(ctl: Arc<Control>, mut stop: watch::Receiver<Option<StopKi
         }
         let m = ctl.manager.clone();
         let n = tokio::task::spawn_blocking(move || {
-            m.lock().map(|mut m| m.expire_due(f2b_agent::clock::unix_now())).unwrap_or(0)
+            m.lock()
+                .map(|mut m| m.expire_due(f2b_agent::clock::unix_now()))
+                .unwrap_or(0)
         })
         .await
         .unwrap_or(0);

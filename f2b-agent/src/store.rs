@@ -27,7 +27,9 @@ pub enum StoreError {
     },
     #[error("database {0}: {1}")]
     Db(String, String),
-    #[error("database schema version {found} is not supported (this agent writes {SCHEMA_VERSION})")]
+    #[error(
+        "database schema version {found} is not supported (this agent writes {SCHEMA_VERSION})"
+    )]
     Schema { found: String },
 }
 
@@ -79,13 +81,15 @@ impl Store {
                 .map(|v| v.value().to_string());
             match found {
                 None => {
-                    meta.insert("schema", SCHEMA_VERSION).map_err(|e| db_err("write meta", e))?;
+                    meta.insert("schema", SCHEMA_VERSION)
+                        .map_err(|e| db_err("write meta", e))?;
                 }
                 Some(v) if v == SCHEMA_VERSION => {}
                 Some(found) => return Err(StoreError::Schema { found }),
             }
             txn.open_table(BANS).map_err(|e| db_err("open bans", e))?;
-            txn.open_table(HISTORY).map_err(|e| db_err("open history", e))?;
+            txn.open_table(HISTORY)
+                .map_err(|e| db_err("open history", e))?;
         }
         txn.commit().map_err(|e| db_err("commit", e))
     }
@@ -98,11 +102,17 @@ impl Store {
         for row in table.iter().map_err(|e| db_err("iterate bans", e))? {
             let (k, v) = row.map_err(|e| db_err("read ban", e))?;
             let key = k.value();
-            match (key.parse::<IpNet>(), serde_json::from_slice::<StoredBan>(v.value())) {
+            match (
+                key.parse::<IpNet>(),
+                serde_json::from_slice::<StoredBan>(v.value()),
+            ) {
                 (Ok(ip), Ok(ban)) => out.push((ip, ban)),
                 (a, b) => log::error!(
                     "database: skipping undecodable ban row {key:?}: {}",
-                    a.err().map(|e| e.to_string()).or(b.err().map(|e| e.to_string())).unwrap_or_default()
+                    a.err()
+                        .map(|e| e.to_string())
+                        .or(b.err().map(|e| e.to_string()))
+                        .unwrap_or_default()
                 ),
             }
         }
@@ -112,7 +122,9 @@ impl Store {
     /// Ban counts so far for these addresses (0 when never banned).
     pub fn history(&self, ips: &[IpNet]) -> Result<Vec<u32>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
-        let table = txn.open_table(HISTORY).map_err(|e| db_err("open history", e))?;
+        let table = txn
+            .open_table(HISTORY)
+            .map_err(|e| db_err("open history", e))?;
         ips.iter()
             .map(|ip| {
                 Ok(table
@@ -130,15 +142,20 @@ impl Store {
         let txn = self.db.begin_write().map_err(|e| db_err("begin", e))?;
         {
             let mut bans = txn.open_table(BANS).map_err(|e| db_err("open bans", e))?;
-            let mut hist = txn.open_table(HISTORY).map_err(|e| db_err("open history", e))?;
+            let mut hist = txn
+                .open_table(HISTORY)
+                .map_err(|e| db_err("open history", e))?;
             for (ip, ban) in puts {
                 let key = ip.to_string();
                 let v = serde_json::to_vec(ban).map_err(|e| db_err("encode ban", e))?;
-                bans.insert(key.as_str(), v.as_slice()).map_err(|e| db_err("write ban", e))?;
-                hist.insert(key.as_str(), ban.ban_count).map_err(|e| db_err("write history", e))?;
+                bans.insert(key.as_str(), v.as_slice())
+                    .map_err(|e| db_err("write ban", e))?;
+                hist.insert(key.as_str(), ban.ban_count)
+                    .map_err(|e| db_err("write history", e))?;
             }
             for ip in dels {
-                bans.remove(ip.to_string().as_str()).map_err(|e| db_err("delete ban", e))?;
+                bans.remove(ip.to_string().as_str())
+                    .map_err(|e| db_err("delete ban", e))?;
             }
         }
         txn.commit().map_err(|e| db_err("commit", e))
@@ -147,7 +164,10 @@ impl Store {
     pub fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
         let table = txn.open_table(META).map_err(|e| db_err("open meta", e))?;
-        Ok(table.get(key).map_err(|e| db_err("read meta", e))?.map(|v| v.value().to_string()))
+        Ok(table
+            .get(key)
+            .map_err(|e| db_err("read meta", e))?
+            .map(|v| v.value().to_string()))
     }
 
     pub fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
@@ -165,7 +185,13 @@ mod tests {
     use super::*;
 
     fn ban(jail: &str, until: Option<u64>, count: u32) -> StoredBan {
-        StoredBan { jail: jail.into(), since: 100, until, ports: vec![], ban_count: count }
+        StoredBan {
+            jail: jail.into(),
+            since: 100,
+            until,
+            ports: vec![],
+            ban_count: count,
+        }
     }
 
     #[test]
@@ -176,15 +202,25 @@ mod tests {
         let b: IpNet = "fd00:f2b::/64".parse().unwrap();
         {
             let s = Store::open(&path).unwrap();
-            s.apply(&[(a, ban("manual", Some(500), 1)), (b, ban("sshd", None, 3))], &[]).unwrap();
+            s.apply(
+                &[(a, ban("manual", Some(500), 1)), (b, ban("sshd", None, 3))],
+                &[],
+            )
+            .unwrap();
             s.apply(&[], &[a]).unwrap();
             s.meta_set("iface:veth0", "native").unwrap();
         }
         let s = Store::open(&path).unwrap();
         let bans = s.load_bans().unwrap();
         assert_eq!(bans, vec![(b, ban("sshd", None, 3))]);
-        assert_eq!(s.history(&[a, b, "198.18.0.9".parse().unwrap()]).unwrap(), vec![1, 3, 0]);
-        assert_eq!(s.meta_get("iface:veth0").unwrap().as_deref(), Some("native"));
+        assert_eq!(
+            s.history(&[a, b, "198.18.0.9".parse().unwrap()]).unwrap(),
+            vec![1, 3, 0]
+        );
+        assert_eq!(
+            s.meta_get("iface:veth0").unwrap().as_deref(),
+            Some("native")
+        );
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub fn parse_secs(s: &str) -> Result<u64, DurationError> {
 /// Shortest exact rendering: 3600 -> "1h", 90 -> "90s".
 pub fn format_secs(secs: u64) -> String {
     for (unit, m) in [("w", 7 * 86_400), ("d", 86_400), ("h", 3600), ("m", 60)] {
-        if secs >= m && secs % m == 0 {
+        if secs >= m && secs.is_multiple_of(m) {
             return format!("{}{}", secs / m, unit);
         }
     }
@@ -96,7 +96,16 @@ mod tests {
 
     #[test]
     fn refused_forms() {
-        for bad in ["", "h", "10x", "1.5h", "-5m", "0s", "10 m", "99999999999999999999w"] {
+        for bad in [
+            "",
+            "h",
+            "10x",
+            "1.5h",
+            "-5m",
+            "0s",
+            "10 m",
+            "99999999999999999999w",
+        ] {
             assert!(parse_bantime(bad).is_err(), "{bad:?} should be refused");
         }
         let msg = parse_bantime("10x").unwrap_err().to_string();

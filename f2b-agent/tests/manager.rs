@@ -1,0 +1,375 @@
+//! The ban manager against real pinned BPF maps (in a private bpffs) and a real redb file:
+//! guardrails, all-or-nothing bans, map capacity, expiry, and start-up reconciliation
+//! between what the kernel enforces and what the database holds. No interface is attached;
+//! packet verdicts are covered by xdp_verdict.rs and the namespace tests.
+
+use std::path::{Path, PathBuf};
+
+use f2b_agent::bans::{BanManager, BanRequest, RECOVERED_JAIL, Reconciled};
+use f2b_agent::clock::{kernel_expiry, unix_now};
+use f2b_agent::config::Config;
+use f2b_agent::kernel::Kernel;
+use f2b_agent::store::{Store, StoredBan};
+use f2b_common::BanValue;
+use f2b_common::net::IpNet;
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Option<Env> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP: manager tests need root (bpffs mount, BPF maps)");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        Some(Env { dir })
+    }
+    fn pin(&self) -> PathBuf {
+        self.dir.path().join("bpf")
+    }
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("f2b.redb")
+    }
+    fn config(&self, extra: &str) -> Config {
+        let text = format!(
+            "interfaces: [lo]\nmaps: {{bans: 8, prefixes: 8, allow: 8}}\ndefaults:\n  ignoreip: [127.0.0.0/8, 198.18.9.0/24]\njails:\n  web:\n    ports: [80, 443]\n    bantime: 1h\n{extra}"
+        );
+        Config::parse(&text, "test.yaml").expect("test config")
+    }
+    fn manager(&self, extra: &str) -> BanManager {
+        let cfg = self.config(extra);
+        let kernel = Kernel::load(&self.pin(), cfg.maps).expect("load XDP object");
+        let store = Store::open(&self.db()).expect("open db");
+        BanManager::new(cfg, kernel, store)
+    }
+    /// A second, independent handle on the same pinned maps (what the XDP program reads).
+    fn kernel(&self) -> Kernel {
+        Kernel::load(&self.pin(), self.config("").maps).expect("second kernel handle")
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Ok(c) = std::ffi::CString::new(self.pin().as_os_str().as_encoded_bytes()) {
+            // SAFETY: c is a valid path string; detaching an unmounted path just fails.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+fn req(ips: &[&str]) -> BanRequest {
+    BanRequest {
+        ips: ips.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().expect("test address")
+}
+
+fn listed(m: &BanManager) -> Vec<String> {
+    let mut v: Vec<String> = m.list(None).bans.into_iter().map(|b| b.ip).collect();
+    v.sort();
+    v
+}
+
+fn assert_unchanged(m: &BanManager, k: &Kernel, before: &[String]) {
+    assert_eq!(listed(m), before, "a refused request must change nothing");
+    let mut kern: Vec<String> = k
+        .all_bans()
+        .into_iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    kern.sort();
+    assert_eq!(
+        kern, before,
+        "kernel maps must match the database after a refusal"
+    );
+}
+
+#[test]
+fn guardrails_refuse_and_change_nothing() {
+    let Some(env) = Env::new() else { return };
+    let mut m = env.manager("");
+    m.reconcile().expect("reconcile");
+    let k = env.kernel();
+    m.ban(&req(&["198.18.0.7"])).expect("plain ban");
+    let before = vec!["198.18.0.7".to_string()];
+
+    let cases: &[(BanRequest, &str)] = &[
+        (req(&["0.0.0.0/0"]), "every IPv4"),
+        (req(&["::/0"]), "every IPv6"),
+        (req(&["198.0.0.0/8"]), "--force"),
+        (req(&["fd00::/16"]), "--force"),
+        (req(&["127.0.0.1"]), "allowlisted"),
+        (req(&["198.18.9.0/25"]), "allowlisted"),
+        (req(&["not-an-ip"]), "not-an-ip"),
+        // One bad address spoils the whole request: the good one is not banned either.
+        (req(&["198.18.0.8", "198.18.9.1"]), "allowlisted"),
+        (
+            BanRequest {
+                jail: Some("nope".into()),
+                ..req(&["198.18.0.8"])
+            },
+            "unknown jail",
+        ),
+        (
+            BanRequest {
+                time: Some("10x".into()),
+                ..req(&["198.18.0.8"])
+            },
+            "10x",
+        ),
+    ];
+    for (r, want) in cases {
+        let e = m.ban(r).expect_err(&format!("{:?} must be refused", r.ips));
+        assert!(
+            e.contains(want),
+            "{:?}: error {e:?} should mention {want:?}",
+            r.ips
+        );
+        assert_unchanged(&m, &k, &before);
+    }
+    // --force lifts the minimum-prefix guard, never the /0 one.
+    m.ban(&BanRequest {
+        force: true,
+        ..req(&["198.0.0.0/8"])
+    })
+    .expect("forced /8");
+    assert!(
+        m.ban(&BanRequest {
+            force: true,
+            ..req(&["0.0.0.0/0"])
+        })
+        .is_err()
+    );
+    // A prefix that merely contains an allowlisted range is accepted (the kernel allowlist wins).
+    m.ban(&req(&["198.18.0.0/16"]))
+        .expect("prefix around the allowlist");
+}
+
+#[test]
+fn full_map_refuses_the_whole_request() {
+    let Some(env) = Env::new() else { return };
+    let mut m = env.manager("");
+    m.reconcile().expect("reconcile");
+    let k = env.kernel();
+    assert_eq!(k.capacity.bans, 8);
+    let nine: Vec<String> = (1..=9).map(|i| format!("198.18.0.{i}")).collect();
+    let nine: Vec<&str> = nine.iter().map(String::as_str).collect();
+    let e = m.ban(&req(&nine)).expect_err("9 bans into an 8-entry map");
+    assert!(
+        e.contains("full") && e.contains("nothing was banned"),
+        "{e}"
+    );
+    assert_unchanged(&m, &k, &[]);
+    m.ban(&req(&nine[..8])).expect("8 fit");
+    assert_eq!(k.all_bans().len(), 8);
+    assert!(
+        m.ban(&req(&["198.18.1.1"]))
+            .expect_err("ninth")
+            .contains("full")
+    );
+    // Re-banning an address already in the map needs no new slot.
+    m.ban(&req(&["198.18.0.1"]))
+        .expect("refresh of an existing ban");
+    assert_eq!(m.stats().maps[0].entries, 8);
+}
+
+#[test]
+fn jail_port_scope_expiry_and_unban() {
+    let Some(env) = Env::new() else { return };
+    let mut m = env.manager("");
+    m.reconcile().expect("reconcile");
+    let k = env.kernel();
+    let r = m
+        .ban(&BanRequest {
+            jail: Some("web".into()),
+            ..req(&["198.18.0.5", "fd00:f2b::5"])
+        })
+        .expect("web ban");
+    let now = unix_now();
+    for b in &r.banned {
+        assert_eq!(b.jail, "web");
+        let until = b.until.expect("1h ban is not permanent");
+        assert!(
+            until.abs_diff(now + 3600) <= 2,
+            "bantime from the jail: {until} vs {}",
+            now + 3600
+        );
+    }
+    let v = k.get_ban(&net("198.18.0.5")).expect("in kernel");
+    assert_eq!(&v.ports[..v.nports as usize], &[80, 443]);
+    assert!(v.expires_ns > 0);
+    m.ban(&BanRequest {
+        time: Some("permanent".into()),
+        ..req(&["198.18.0.6"])
+    })
+    .expect("permanent");
+    assert_eq!(
+        k.get_ban(&net("198.18.0.6")).expect("in kernel").expires_ns,
+        0
+    );
+    m.ban(&BanRequest {
+        time: Some("90s".into()),
+        ..req(&["198.18.0.7"])
+    })
+    .expect("90s");
+
+    // Expiry: nothing is due now; 90 s later only the 90 s ban goes, from kernel and list.
+    assert_eq!(m.expire_due(unix_now()), 0);
+    assert_eq!(
+        m.next_expiry().map(|t| t.abs_diff(now + 90) <= 2),
+        Some(true)
+    );
+    assert_eq!(m.expire_due(unix_now() + 91), 1);
+    assert!(k.get_ban(&net("198.18.0.7")).is_none());
+    assert_eq!(listed(&m), vec!["198.18.0.5", "198.18.0.6", "fd00:f2b::5"]);
+
+    let u = m
+        .unban(&["198.18.0.6".into(), "198.18.0.99".into()], false, None)
+        .expect("unban");
+    assert_eq!(u.unbanned, vec!["198.18.0.6"]);
+    assert_eq!(u.not_banned, vec!["198.18.0.99"]);
+    assert!(k.get_ban(&net("198.18.0.6")).is_none());
+    let u = m
+        .unban(&[], true, Some("web"))
+        .expect("unban --all --jail web");
+    assert_eq!(u.unbanned.len(), 2);
+    assert!(listed(&m).is_empty() && k.all_bans().is_empty());
+    assert!(
+        m.unban(&[], false, None).is_err(),
+        "neither addresses nor --all"
+    );
+}
+
+#[test]
+fn restart_reconciles_kernel_and_database() {
+    let Some(env) = Env::new() else { return };
+    {
+        let mut m = env.manager("");
+        m.reconcile().expect("first start");
+        m.ban(&req(&["198.18.0.7", "fd00:f2b::7"])).expect("ban");
+        m.ban(&BanRequest {
+            time: Some("permanent".into()),
+            ..req(&["198.18.1.0/24"])
+        })
+        .expect("prefix");
+    }
+    // What a crash leaves behind: an enforced ban that never reached the database, an
+    // expired kernel entry, and a database ban that expired while the agent was down.
+    let mut k = env.kernel();
+    k.put_ban(
+        &net("198.18.0.99"),
+        BanValue::new(kernel_expiry(Some(unix_now() + 600))),
+    )
+    .expect("stray");
+    k.put_ban(&net("198.18.0.98"), BanValue::new(1))
+        .expect("expired stray");
+    let stale = StoredBan {
+        jail: "manual".into(),
+        since: 1,
+        until: Some(unix_now() - 5),
+        ports: vec![],
+        ban_count: 1,
+    };
+    Store::open(&env.db())
+        .expect("db")
+        .apply(&[(net("198.18.0.50"), stale)], &[])
+        .expect("stale row");
+    k.put_ban(
+        &net("198.18.0.50"),
+        BanValue::new(kernel_expiry(Some(unix_now() + 600))),
+    )
+    .expect("stale kernel");
+
+    let mut m = env.manager("");
+    let r = m.reconcile().expect("reconcile after crash");
+    assert_eq!(
+        r,
+        Reconciled {
+            restored: 3,
+            adopted: 1,
+            expired: 2,
+            failed: 0
+        }
+    );
+    assert_eq!(
+        listed(&m),
+        vec!["198.18.0.7", "198.18.0.99", "198.18.1.0/24", "fd00:f2b::7"]
+    );
+    let adopted = m
+        .list(None)
+        .bans
+        .into_iter()
+        .find(|b| b.ip == "198.18.0.99")
+        .expect("adopted");
+    assert_eq!(adopted.jail, RECOVERED_JAIL);
+    assert!(
+        adopted
+            .until
+            .is_some_and(|u| u.abs_diff(unix_now() + 600) <= 2)
+    );
+    for gone in ["198.18.0.98", "198.18.0.50"] {
+        assert!(
+            k.get_ban(&net(gone)).is_none(),
+            "{gone} must be removed from the kernel"
+        );
+    }
+    assert!(
+        k.get_ban(&net("198.18.1.0/24"))
+            .is_some_and(|v| v.expires_ns == 0)
+    );
+    drop(m);
+    // The adoption is durable: a third start finds it in the database, not in the kernel only.
+    let rows: Vec<String> = Store::open(&env.db())
+        .expect("db")
+        .load_bans()
+        .expect("rows")
+        .into_iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    assert!(
+        rows.contains(&"198.18.0.99".to_string()) && !rows.contains(&"198.18.0.50".to_string()),
+        "{rows:?}"
+    );
+    // The allowlist in the kernel is the config's ignoreip.
+    let _ = Path::new("");
+}
+
+#[test]
+fn reload_swaps_allowlist_and_keeps_bans() {
+    let Some(env) = Env::new() else { return };
+    let mut m = env.manager("");
+    m.reconcile().expect("reconcile");
+    m.ban(&req(&["198.18.0.7"])).expect("ban");
+    let mut new = env.config("  extra:\n    ports: [22]\n");
+    new.ignoreip = vec![net("198.18.200.0/24")];
+    let restart = m.reload(new).expect("reload");
+    assert!(restart.is_empty(), "{restart:?}");
+    assert_eq!(listed(&m), vec!["198.18.0.7"], "reload keeps bans");
+    m.ban(&BanRequest {
+        jail: Some("extra".into()),
+        ..req(&["198.18.0.8"])
+    })
+    .expect("new jail usable");
+    assert!(
+        m.ban(&req(&["198.18.200.1"]))
+            .expect_err("new allowlist")
+            .contains("allowlisted")
+    );
+    m.ban(&req(&["198.18.9.1"]))
+        .expect("old allowlist entry is gone");
+    let stats = m.stats();
+    let allow: u64 = stats
+        .maps
+        .iter()
+        .filter(|u| u.name.starts_with("F2B_ALLOW"))
+        .map(|u| u.entries)
+        .sum();
+    assert_eq!(allow, 1);
+}

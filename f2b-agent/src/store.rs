@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 const BANS: TableDefinition<&str, &[u8]> = TableDefinition::new("bans_v1");
 /// How many times an address has been banned, ever.
 const HISTORY: TableDefinition<&str, u32> = TableDefinition::new("history_v1");
+/// Log read positions: "<jail>\n<path>" -> JSON [`FilePos`].
+const POSITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("positions_v1");
 /// Agent metadata (schema version, per-interface XDP mode).
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta_v1");
 
@@ -51,6 +53,22 @@ pub struct StoredBan {
     /// Times this address has been banned, this ban included.
     #[serde(default)]
     pub ban_count: u32,
+}
+
+/// Where a jail stopped reading a log file: the file's identity and the offset just after
+/// the last complete line that was processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilePos {
+    pub dev: u64,
+    pub ino: u64,
+    /// Hash of the first `fingerprint_len` bytes of the file (0 when the file was empty).
+    pub fingerprint: u64,
+    pub fingerprint_len: u32,
+    pub offset: u64,
+}
+
+fn pos_key(jail: &str, path: &str) -> String {
+    format!("{jail}\n{path}")
 }
 
 pub struct Store {
@@ -139,7 +157,57 @@ impl Store {
     /// In one durable transaction: writes `puts` (and their ban counts into history) and deletes
     /// `dels`. Either all of it is on disk when this returns Ok, or none of it.
     pub fn apply(&self, puts: &[(IpNet, StoredBan)], dels: &[IpNet]) -> Result<(), StoreError> {
+        self.commit(puts, dels, &[])
+    }
+
+    /// Read positions saved for a jail: (path, position).
+    pub fn positions(&self, jail: &str) -> Result<Vec<(String, FilePos)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
+        let table = txn
+            .open_table(POSITIONS)
+            .map_err(|e| db_err("open positions", e))?;
+        let prefix = pos_key(jail, "");
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| db_err("iterate positions", e))? {
+            let (k, v) = row.map_err(|e| db_err("read position", e))?;
+            if let Some(path) = k.value().strip_prefix(prefix.as_str())
+                && let Ok(p) = serde_json::from_slice::<FilePos>(v.value())
+            {
+                out.push((path.to_string(), p));
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Store::apply`] plus read positions `(jail, path, Some(pos) | None = forget)`, all in
+    /// one transaction: the bans a batch of log lines caused and the position after those
+    /// lines become durable together, so a restart neither rereads nor skips them.
+    pub fn commit(
+        &self,
+        puts: &[(IpNet, StoredBan)],
+        dels: &[IpNet],
+        positions: &[(String, String, Option<FilePos>)],
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| db_err("begin", e))?;
+        if !positions.is_empty() {
+            let mut t = txn
+                .open_table(POSITIONS)
+                .map_err(|e| db_err("open positions", e))?;
+            for (jail, path, pos) in positions {
+                let key = pos_key(jail, path);
+                match pos {
+                    Some(p) => {
+                        let v = serde_json::to_vec(p).map_err(|e| db_err("encode position", e))?;
+                        t.insert(key.as_str(), v.as_slice())
+                            .map_err(|e| db_err("write position", e))?;
+                    }
+                    None => {
+                        t.remove(key.as_str())
+                            .map_err(|e| db_err("delete position", e))?;
+                    }
+                }
+            }
+        }
         {
             let mut bans = txn.open_table(BANS).map_err(|e| db_err("open bans", e))?;
             let mut hist = txn
@@ -221,6 +289,50 @@ mod tests {
             s.meta_get("iface:veth0").unwrap().as_deref(),
             Some("native")
         );
+    }
+
+    #[test]
+    fn positions_per_jail_commit_with_bans() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f2b.redb");
+        let p = FilePos {
+            dev: 1,
+            ino: 2,
+            fingerprint: 3,
+            fingerprint_len: 64,
+            offset: 1000,
+        };
+        let a: IpNet = "198.18.0.7".parse().unwrap();
+        {
+            let s = Store::open(&path).unwrap();
+            s.commit(
+                &[(a, ban("sshd", None, 1))],
+                &[],
+                &[
+                    ("sshd".into(), "/var/log/auth.log".into(), Some(p)),
+                    (
+                        "sshd2".into(),
+                        "/var/log/auth.log".into(),
+                        Some(FilePos { offset: 5, ..p }),
+                    ),
+                ],
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(
+            s.positions("sshd").unwrap(),
+            vec![("/var/log/auth.log".to_string(), p)]
+        );
+        assert_eq!(s.positions("sshd2").unwrap()[0].1.offset, 5);
+        assert_eq!(s.load_bans().unwrap().len(), 1);
+        s.commit(
+            &[],
+            &[],
+            &[("sshd".into(), "/var/log/auth.log".into(), None)],
+        )
+        .unwrap();
+        assert!(s.positions("sshd").unwrap().is_empty());
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub mod netns;
 pub mod traffic;
 
 use std::io::Write;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 pub use agent::{Agent, Bins, CtlOutput};
 pub use netns::{NetNs, Topology};
@@ -30,14 +30,20 @@ pub fn serial() -> MutexGuard<'static, ()> {
 }
 
 /// Why namespace tests cannot run here, or None when they can (root and `ip netns` work).
+/// Probed once per process.
 pub fn skip_reason() -> Option<String> {
+    static REASON: OnceLock<Option<String>> = OnceLock::new();
+    REASON.get_or_init(probe).clone()
+}
+
+fn probe() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Some(
             "not root (namespace tests need CAP_NET_ADMIN, CAP_BPF and CAP_SYS_ADMIN)".into(),
         );
     }
-    let name = format!("f2b-probe-{}", std::process::id());
+    let name = netns::unique_name("f2b-probe");
     match std::process::Command::new("ip")
         .args(["netns", "add", &name])
         .output()

@@ -199,7 +199,8 @@ impl Topology {
         Ok(t)
     }
 
-    /// Adds extra source addresses (as /32 or /128, `nodad`) to the attacker's interface, in
+    /// Adds extra source addresses (as /32, or /128 `nodad` and deprecated) to the attacker's
+    /// interface, so that the default sources stay 198.18.0.2 and fd00:f2b::2; in
     /// one `ip -batch` call. Only 198.18.0.0/15 and fd00:f2b::/64 are accepted.
     pub fn add_attacker_addrs(&self, addrs: &[IpAddr]) -> Result<()> {
         let mut batch = String::new();
@@ -217,7 +218,11 @@ impl Topology {
                     if s[..4] != [0xfd00, 0x0f2b, 0, 0] {
                         bail!("{a} is outside fd00:f2b::/64");
                     }
-                    batch.push_str(&format!("addr add {a}/128 dev {ATTACKER_IF} nodad\n"));
+                    // Deprecated (preferred_lft 0): usable when a test binds to it, never picked
+                    // as the default source, which stays fd00:f2b::2.
+                    batch.push_str(&format!(
+                        "addr add {a}/128 dev {ATTACKER_IF} nodad preferred_lft 0\n"
+                    ));
                 }
             }
         }

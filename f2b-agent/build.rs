@@ -38,7 +38,12 @@ fn run() -> Result<(), String> {
     if let Some(prebuilt) = env::var_os("F2B_EBPF_OBJECT").filter(|v| !v.is_empty()) {
         let prebuilt = PathBuf::from(prebuilt);
         println!("cargo:rerun-if-changed={}", prebuilt.display());
-        return copy(&prebuilt, &out);
+        if let Err(e) = copy(&prebuilt, &out) {
+            // Not a toolchain problem: the hint about `cargo xtask setup` would mislead.
+            eprintln!("error: F2B_EBPF_OBJECT is set: {e}");
+            exit(1);
+        }
+        return Ok(());
     }
 
     let ebpf = workspace.join("f2b-ebpf");

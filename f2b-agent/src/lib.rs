@@ -5,10 +5,12 @@
 //! ([`kernel`]) and to redb ([`store`]) and removes them again when they expire. The XDP object
 //! built from `f2b-ebpf` is embedded in this crate by `build.rs`, so the agent is one binary.
 
+pub mod actions;
 pub mod bans;
 pub mod bpffs;
 pub mod clock;
 pub mod config;
+pub mod jail;
 pub mod control;
 pub mod kernel;
 pub mod store;

@@ -11,8 +11,14 @@ use f2b_common::net::IpNet;
 use f2b_common::proto::MANUAL_JAIL;
 use serde::Deserialize;
 
+use crate::actions::CommandAction;
+
 /// The default configuration, embedded so the agent runs with no file at all.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/f2b.yaml");
+/// Default cap on addresses tracked as failing, per jail.
+pub const DEFAULT_MAX_TRACKED: usize = 1 << 20;
+/// Default longest log line.
+pub const DEFAULT_MAXLINELEN: usize = 16 * 1024;
 /// Where the agent looks for a config when --config is not given.
 pub const SYSTEM_CONFIG: &str = "/etc/f2b/f2b.yaml";
 
@@ -145,6 +151,17 @@ struct RawDefaults {
     ignoreip: Option<Vec<IpNet>>,
     bantime_increment: Option<RawIncrement>,
     ports: Option<Ports>,
+    ignoreself: Option<bool>,
+    max_tracked: Option<usize>,
+    actions: Option<Vec<RawAction>>,
+}
+
+/// `xdp` or `{command: {...}}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawAction {
+    Name(String),
+    Command { command: CommandAction },
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -161,6 +178,17 @@ struct RawJail {
     ignoreip: Option<Vec<IpNet>>,
     bantime_increment: Option<RawIncrement>,
     ports: Option<Ports>,
+    /// Filter mode (e.g. sshd: normal, ddos, extra, aggressive).
+    mode: Option<String>,
+    /// Where to start in a log file with no saved position: `tail` (default) or `head`.
+    start: Option<StartAt>,
+    /// journalctl match expression for `backend: journal`, e.g. `_SYSTEMD_UNIT=sshd.service`.
+    journalmatch: Option<String>,
+    /// Longest line read; longer lines are cut, counted and reported.
+    maxlinelen: Option<usize>,
+    ignoreself: Option<bool>,
+    max_tracked: Option<usize>,
+    actions: Option<Vec<RawAction>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -188,10 +216,30 @@ struct RawConfig {
     socket_mode: Option<String>,
     control_group: Option<String>,
     pin_dir: Option<PathBuf>,
+    /// Directory of operator filters (NAME.yaml), searched before the stock ones.
+    filters_dir: Option<PathBuf>,
+    /// Also write the agent's log to this file (the recidive jail reads it).
+    logfile: Option<PathBuf>,
     maps: Option<RawMaps>,
     guard: Option<RawGuard>,
     defaults: Option<RawDefaults>,
     jails: Option<BTreeMap<String, RawJail>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    Head,
+    #[default]
+    Tail,
+}
+
+/// What a jail does with a ban besides the kernel map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// The XDP map entry (always done; listed for clarity).
+    Xdp,
+    Command(CommandAction),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -225,6 +273,24 @@ pub struct JailConfig {
     pub ignoreip: Vec<IpNet>,
     pub increment: Increment,
     pub ports: Ports,
+    pub mode: Option<String>,
+    pub start: StartAt,
+    pub journalmatch: Option<String>,
+    pub maxlinelen: usize,
+    /// Never ban the host's own addresses.
+    pub ignoreself: bool,
+    /// Most addresses tracked as failing at once (least recently seen evicted first).
+    pub max_tracked: usize,
+    pub actions: Vec<Action>,
+}
+
+impl JailConfig {
+    /// True when the jail reads logs (it has a filter and somewhere to read).
+    pub fn detects(&self) -> bool {
+        self.enabled
+            && self.filter.is_some()
+            && (!self.logpath.is_empty() || self.backend == Backend::Journal)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +318,8 @@ pub struct Config {
     pub socket_mode: u32,
     pub control_group: Option<String>,
     pub pin_dir: PathBuf,
+    pub filters_dir: Option<PathBuf>,
+    pub logfile: Option<PathBuf>,
     pub maps: MapSizes,
     pub guard: Guard,
     /// Global allowlist: `defaults.ignoreip`, also written to the kernel allowlist.
@@ -350,6 +418,9 @@ fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigErro
     });
     let def_increment = increment(d.bantime_increment, None).map_err(|m| err("maxtime", m))?;
     let def_ports = d.ports.unwrap_or_default();
+    let def_ignoreself = d.ignoreself.unwrap_or(true);
+    let def_max_tracked = d.max_tracked.unwrap_or(DEFAULT_MAX_TRACKED);
+    let def_actions = actions(d.actions.unwrap_or_default()).map_err(|m| err("actions", m))?;
     if def_maxretry == 0 {
         return Err(err("maxretry", "maxretry must be at least 1".into()));
     }
@@ -394,7 +465,29 @@ fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigErro
             ignoreip: j.ignoreip.unwrap_or_default(),
             increment: inc,
             ports: j.ports.unwrap_or_else(|| def_ports.clone()),
+            mode: j.mode,
+            start: j.start.unwrap_or_default(),
+            journalmatch: j.journalmatch,
+            maxlinelen: j.maxlinelen.unwrap_or(DEFAULT_MAXLINELEN),
+            ignoreself: j.ignoreself.unwrap_or(def_ignoreself),
+            max_tracked: j.max_tracked.unwrap_or(def_max_tracked),
+            actions: match j.actions {
+                Some(a) => actions(a).map_err(|m| err(&name, format!("jail {name}: {m}")))?,
+                None => def_actions.clone(),
+            },
         };
+        if jail.maxlinelen < 256 || jail.max_tracked == 0 {
+            return Err(err(
+                &name,
+                format!("jail {name}: maxlinelen must be >= 256 and max_tracked >= 1"),
+            ));
+        }
+        if jail.backend == Backend::Journal && jail.journalmatch.is_none() {
+            return Err(err(
+                &name,
+                format!("jail {name}: backend journal needs a journalmatch"),
+            ));
+        }
         jails.insert(name, jail);
     }
     // The manual jail always exists: f2b-ctl ban without --jail lands there. Its bans cover
@@ -413,6 +506,13 @@ fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigErro
             ignoreip: vec![],
             increment: def_increment.clone(),
             ports: Ports::All,
+            mode: None,
+            start: StartAt::Tail,
+            journalmatch: None,
+            maxlinelen: DEFAULT_MAXLINELEN,
+            ignoreself: def_ignoreself,
+            max_tracked: def_max_tracked,
+            actions: def_actions.clone(),
         });
 
     let maps = raw.maps.unwrap_or_default();
@@ -492,11 +592,49 @@ fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigErro
         socket_mode,
         control_group: raw.control_group,
         pin_dir: raw.pin_dir.unwrap_or_else(|| "/sys/fs/bpf/f2b".into()),
+        filters_dir: raw.filters_dir,
+        logfile: raw.logfile,
         maps,
         guard,
         ignoreip,
         jails,
     })
+}
+
+fn actions(raw: Vec<RawAction>) -> Result<Vec<Action>, String> {
+    let mut out = Vec::new();
+    for a in raw {
+        match a {
+            RawAction::Name(n) if n == "xdp" => out.push(Action::Xdp),
+            RawAction::Name(n) => {
+                return Err(format!(
+                    "unknown action {n:?}: expected `xdp` or `command: {{ban: ..., unban: ...}}`"
+                ));
+            }
+            RawAction::Command { command } => {
+                for (event, t) in command.templates() {
+                    let bad = crate::actions::unknown_tags(t);
+                    if !bad.is_empty() {
+                        return Err(format!(
+                            "command action {event}: unknown tag(s) {}; known: <ip> <jail> <bantime> <failures> <user>",
+                            bad.iter()
+                                .map(|b| format!("<{b}>"))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        ));
+                    }
+                    if t.split_whitespace().next().is_none() {
+                        return Err(format!("command action {event}: empty command"));
+                    }
+                }
+                if command.timeout == 0 {
+                    return Err("command action: timeout must be at least 1 second".into());
+                }
+                out.push(Action::Command(command));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn increment(raw: Option<RawIncrement>, base: Option<&Increment>) -> Result<Increment, String> {
@@ -582,6 +720,30 @@ mod tests {
         assert_eq!(c.jail("dns").unwrap().ports, Ports::Only(vec![53]));
         assert_eq!(c.jail("dns").unwrap().bantime, BanTime::Secs(3600));
         assert!(Config::parse("defaults:\n  findtime: permanent\n", "t").is_err());
+    }
+
+    #[test]
+    fn actions_and_detection_keys() {
+        let c = Config::parse(
+            "jails:\n  sshd:\n    filter: sshd\n    mode: aggressive\n    logpath: [/tmp/x.log]\n    start: head\n    actions:\n      - xdp\n      - command: {ban: \"/bin/echo <ip> <user>\", timeout: 3}\n",
+            "t",
+        )
+        .unwrap();
+        let j = c.jail("sshd").unwrap();
+        assert!(j.detects());
+        assert_eq!(j.start, StartAt::Head);
+        assert_eq!(j.mode.as_deref(), Some("aggressive"));
+        assert_eq!(j.actions.len(), 2);
+        assert!(matches!(&j.actions[1], Action::Command(c) if c.timeout == 3 && !c.shell));
+        let e = Config::parse(
+            "jails:\n  sshd:\n    actions:\n      - command: {ban: \"/bin/echo <ipp>\"}\n",
+            "t",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("<ipp>"), "{e}");
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(Config::parse("jails:\n  j:\n    actions: [nftables]\n", "t").is_err());
+        assert!(Config::parse("jails:\n  j:\n    backend: journal\n", "t").is_err());
         assert!(Config::parse("defaults:\n  ports: [1,2,3,4,5,6,7,8,9]\n", "t").is_err());
     }
 }

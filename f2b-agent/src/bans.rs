@@ -16,8 +16,9 @@ use f2b_common::{BanValue, MAX_PORTS, maps};
 
 use crate::clock::{boottime_ns, kernel_expiry, unix_from_kernel_expiry, unix_now};
 use crate::config::{Config, Increment, JailConfig, Ports};
+use crate::jail::{FailStats, Ticket};
 use crate::kernel::{Kernel, KernelError};
-use crate::store::{Store, StoredBan};
+use crate::store::{FilePos, Store, StoredBan};
 
 /// Jail given to kernel entries found without a database record at start.
 pub const RECOVERED_JAIL: &str = "recovered";
@@ -68,6 +69,56 @@ pub struct BanManager {
     expiry: BTreeSet<(u64, IpNet)>,
     usage: Usage,
     banned_total: HashMap<String, u64>,
+    /// Detection counters per jail, as its reader thread last reported them.
+    jail_stats: HashMap<String, FailStats>,
+    /// The host's own addresses (never banned by jails with `ignoreself`).
+    self_addrs: Vec<std::net::IpAddr>,
+    /// Bans a jail decided but could not enforce (map full, kernel error), per jail.
+    ban_errors: HashMap<String, u64>,
+}
+
+/// A ban a jail made, as handed to its actions.
+#[derive(Debug, Clone)]
+pub struct JailBan {
+    pub info: BanInfo,
+    pub bantime: BanTime,
+    pub ticket: Ticket,
+}
+
+/// The host's own addresses, from getifaddrs (in the agent's network namespace).
+pub fn host_addresses() -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we walk read-only and free with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
+        return out;
+    }
+    let mut p = ifap;
+    while !p.is_null() {
+        // SAFETY: p is a valid node of the list returned by getifaddrs.
+        let ifa = unsafe { &*p };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr is non-null and points to a sockaddr of the family it names.
+            let fam = unsafe { (*ifa.ifa_addr).sa_family } as i32;
+            if fam == libc::AF_INET {
+                // SAFETY: family AF_INET means the storage is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(std::net::IpAddr::from(
+                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                ));
+            } else if fam == libc::AF_INET6 {
+                // SAFETY: family AF_INET6 means the storage is a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.push(std::net::IpAddr::from(sin6.sin6_addr.s6_addr));
+            }
+        }
+        p = ifa.ifa_next;
+    }
+    // SAFETY: ifap came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(ifap) };
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn ports_of(jail: &JailConfig) -> Vec<u16> {
@@ -118,6 +169,9 @@ impl BanManager {
             expiry: BTreeSet::new(),
             usage: Usage::default(),
             banned_total: HashMap::new(),
+            jail_stats: HashMap::new(),
+            self_addrs: host_addresses(),
+            ban_errors: HashMap::new(),
         }
     }
 
@@ -383,6 +437,96 @@ impl BanManager {
         Ok(BanResult { banned })
     }
 
+    /// Applies what a jail's reader found in one batch of lines: bans for its tickets (kernel
+    /// first, at once), then one durable commit of those bans together with the read
+    /// positions after the batch (a group commit under a storm). Tickets for allowlisted,
+    /// own or already banned addresses are dropped with a log line.
+    pub fn jail_batch(
+        &mut self,
+        jail_name: &str,
+        tickets: Vec<Ticket>,
+        positions: &[(String, String, Option<FilePos>)],
+        stats: FailStats,
+    ) -> Vec<JailBan> {
+        self.jail_stats.insert(jail_name.to_string(), stats);
+        let Some(jail) = self.cfg.jails.get(jail_name).cloned() else {
+            return vec![];
+        };
+        let now = unix_now();
+        let mut planned: Vec<(IpNet, StoredBan, Ticket, BanTime)> = Vec::new();
+        for t in tickets {
+            let ip = IpNet::host(t.ip);
+            if self.check_target(&ip, &jail, false).is_err()
+                || (jail.ignoreself && self.self_addrs.contains(&t.ip))
+            {
+                log::info!("[{jail_name}] Ignore {} (allowlisted or own address)", t.ip);
+                continue;
+            }
+            if self.active.contains_key(&ip) || planned.iter().any(|p| p.0 == ip) {
+                log::info!("[{jail_name}] {} already banned", t.ip);
+                continue;
+            }
+            let prior = match self.store.history(&[ip]) {
+                Ok(h) => h[0],
+                Err(e) => {
+                    log::error!("[{jail_name}] reading ban history of {}: {e}", t.ip);
+                    0
+                }
+            };
+            let (until, bantime) = match jail.bantime {
+                BanTime::Permanent => (None, BanTime::Permanent),
+                BanTime::Secs(s) => {
+                    let secs = increased_bantime(s, prior, &jail.increment);
+                    (Some(now + secs), BanTime::Secs(secs))
+                }
+            };
+            let ban = StoredBan {
+                jail: jail_name.to_string(),
+                since: now,
+                until,
+                ports: ports_of(&jail),
+                ban_count: prior + 1,
+            };
+            let mut needed: Vec<IpNet> = planned.iter().map(|p| p.0).collect();
+            needed.push(ip);
+            if let Err(e) = self.capacity_check(&needed) {
+                log::error!("[{jail_name}] cannot ban {}: {e}", t.ip);
+                *self.ban_errors.entry(jail_name.to_string()).or_default() += 1;
+                continue;
+            }
+            // Enforce now; the commit below follows within the same batch.
+            if let Err(e) = self.kernel.put_ban(&ip, kernel_value(&ban)) {
+                log::error!("[{jail_name}] cannot ban {}: {e}", t.ip);
+                *self.ban_errors.entry(jail_name.to_string()).or_default() += 1;
+                continue;
+            }
+            planned.push((ip, ban, t, bantime));
+            // Keep usage exact while planning; track() below counts it again.
+            *self.usage.slot(&ip) -= 1;
+        }
+        let puts: Vec<(IpNet, StoredBan)> = planned.iter().map(|p| (p.0, p.1.clone())).collect();
+        if let Err(e) = self.store.commit(&puts, &[], positions) {
+            // The bans stay enforced; the next start adopts them from the kernel maps.
+            log::error!(
+                "[{jail_name}] committing {} bans and read positions: {e}",
+                puts.len()
+            );
+        }
+        let mut out = Vec::with_capacity(planned.len());
+        for (ip, ban, ticket, bantime) in planned {
+            *self.banned_total.entry(jail_name.to_string()).or_default() += 1;
+            log::info!(target: "f2b::ban", "[{jail_name}] Ban {ip}");
+            let info = self.info(&ip, &ban);
+            self.track(ip, ban);
+            out.push(JailBan {
+                info,
+                bantime,
+                ticket,
+            });
+        }
+        out
+    }
+
     fn info(&self, ip: &IpNet, ban: &StoredBan) -> BanInfo {
         let v = self.kernel.get_ban(ip).unwrap_or_default();
         BanInfo {
@@ -488,12 +632,14 @@ impl BanManager {
             out.push(JailStatus {
                 name: name.clone(),
                 enabled: j.enabled,
-                failing_now: 0,
-                failed_total: 0,
+                failing_now: self.jail_stats.get(name).map_or(0, |s| s.failing_now),
+                failed_total: self.jail_stats.get(name).map_or(0, |s| s.failed_total),
                 banned_now: banned.len() as u64,
                 banned_total: self.banned_total.get(name).copied().unwrap_or(0),
                 files: j.logpath.clone(),
                 banned: if only.is_some() { banned } else { vec![] },
+                evicted: self.jail_stats.get(name).map_or(0, |s| s.evicted),
+                ban_errors: self.ban_errors.get(name).copied().unwrap_or(0),
             });
         }
         Ok(out)

@@ -142,7 +142,10 @@ mod tests {
 
     #[test]
     fn ban_value_has_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<BanValue>(), 8 * 3 + 2 * MAX_PORTS + 2 + 6);
+        assert_eq!(
+            core::mem::size_of::<BanValue>(),
+            8 * 3 + 2 * MAX_PORTS + 2 + 6
+        );
         assert_eq!(core::mem::align_of::<BanValue>(), 8);
     }
 

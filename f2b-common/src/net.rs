@@ -38,7 +38,11 @@ impl IpNet {
             }
             IpAddr::V6(a) => {
                 let bits = u128::from(a);
-                let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+                let mask = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - len)
+                };
                 IpAddr::V6((bits & mask).into())
             }
         };
@@ -104,7 +108,10 @@ impl FromStr for IpNet {
             None => (t, None),
         };
         // Accept the bracketed IPv6 form that logs and URLs use.
-        let a = a.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(a);
+        let a = a
+            .strip_prefix('[')
+            .and_then(|x| x.strip_suffix(']'))
+            .unwrap_or(a);
         let addr: IpAddr = a
             .parse()
             .map_err(|_| NetParseError(format!("{s:?} is not an IPv4/IPv6 address or CIDR")))?;
@@ -125,7 +132,11 @@ impl FromStr for IpNet {
                 IpNet::new(addr, len).ok_or_else(|| {
                     NetParseError(format!(
                         "{s:?}: prefix length /{len} is too long for {}",
-                        if addr.is_ipv4() { "IPv4 (max /32)" } else { "IPv6 (max /128)" }
+                        if addr.is_ipv4() {
+                            "IPv4 (max /32)"
+                        } else {
+                            "IPv6 (max /128)"
+                        }
                     ))
                 })
             }
@@ -181,7 +192,15 @@ mod tests {
 
     #[test]
     fn refuses_garbage() {
-        for bad in ["", "nope", "1.2.3", "1.2.3.4/33", "fd00::/129", "1.2.3.4/x", "1.2.3.4/-1"] {
+        for bad in [
+            "",
+            "nope",
+            "1.2.3",
+            "1.2.3.4/33",
+            "fd00::/129",
+            "1.2.3.4/x",
+            "1.2.3.4/-1",
+        ] {
             assert!(bad.parse::<IpNet>().is_err(), "{bad:?}");
         }
     }

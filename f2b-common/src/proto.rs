@@ -79,13 +79,21 @@ pub struct Response {
 impl Response {
     pub fn ok<T: Serialize>(data: &T) -> Response {
         match serde_json::to_value(data) {
-            Ok(v) => Response { ok: true, data: Some(v), error: None },
+            Ok(v) => Response {
+                ok: true,
+                data: Some(v),
+                error: None,
+            },
             Err(e) => Response::err(format!("internal error encoding response: {e}")),
         }
     }
 
     pub fn err(msg: impl Into<String>) -> Response {
-        Response { ok: false, data: None, error: Some(msg.into()) }
+        Response {
+            ok: false,
+            data: None,
+            error: Some(msg.into()),
+        }
     }
 }
 
@@ -145,6 +153,12 @@ pub struct JailStatus {
     /// Filled when a single jail is asked for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub banned: Vec<String>,
+    /// Failing addresses forgotten because the jail tracked `max_tracked` already.
+    #[serde(default)]
+    pub evicted: u64,
+    /// Bans the jail decided but could not enforce (e.g. a full map).
+    #[serde(default)]
+    pub ban_errors: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -182,9 +196,10 @@ mod tests {
 
     #[test]
     fn request_wire_form() {
-        let r: Request =
-            serde_json::from_str(r#"{"cmd":"ban","ips":["198.18.0.7"],"jail":"manual","time":"1h"}"#)
-                .unwrap();
+        let r: Request = serde_json::from_str(
+            r#"{"cmd":"ban","ips":["198.18.0.7"],"jail":"manual","time":"1h"}"#,
+        )
+        .unwrap();
         assert_eq!(
             r,
             Request::Ban {
@@ -197,7 +212,10 @@ mod tests {
         assert!(r.mutates());
         let back = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Request>(&back).unwrap(), r);
-        assert_eq!(serde_json::to_string(&Request::Ping {}).unwrap(), r#"{"cmd":"ping"}"#);
+        assert_eq!(
+            serde_json::to_string(&Request::Ping {}).unwrap(),
+            r#"{"cmd":"ping"}"#
+        );
         assert!(!Request::Stats {}.mutates());
     }
 

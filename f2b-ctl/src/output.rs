@@ -163,6 +163,18 @@ fn jail_status(s: &StatusData, name: &str) -> Result<String, String> {
         thousands(j.banned_total),
         list(&j.banned),
     ));
+    if j.evicted > 0 {
+        out.push_str(&format!(
+            "   note: {} failing addresses evicted (max_tracked reached)\n",
+            thousands(j.evicted)
+        ));
+    }
+    if j.ban_errors > 0 {
+        out.push_str(&format!(
+            "   warning: {} bans could not be enforced (see the agent log)\n",
+            thousands(j.ban_errors)
+        ));
+    }
     Ok(out)
 }
 

@@ -43,7 +43,7 @@ fn probe() -> Option<String> {
             "not root (namespace tests need CAP_NET_ADMIN, CAP_BPF and CAP_SYS_ADMIN)".into(),
         );
     }
-    let name = netns::unique_name("f2b-probe");
+    let name = netns::unique_name("f2b-probe-");
     match std::process::Command::new("ip")
         .args(["netns", "add", &name])
         .output()

@@ -35,7 +35,7 @@ pub fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// A name unique to this process and call: `<stem><pid>-<n>`, e.g. `f2b-t4242-0`.
+/// A name unique to this process and call: `<stem><pid>-<n>`, e.g. `f2b-v4-4242-0`.
 pub fn unique_name(stem: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!(
@@ -156,7 +156,7 @@ pub struct Topology {
 impl Topology {
     /// `stem` is a short tag (<= 6 chars is best) that makes namespace names recognisable.
     pub fn create(stem: &str) -> Result<Topology> {
-        let base = unique_name(stem);
+        let base = unique_name(&format!("f2b-{stem}-"));
         let edge = NetNs::create(&format!("{base}-edge"))?;
         let attacker = NetNs::create(&format!("{base}-atk"))?;
         let t = Topology { edge, attacker };

@@ -64,6 +64,7 @@ fn ctl(agent: &Agent, args: &[&str]) -> Result<()> {
     check_interrupt()?;
     println!("  $ f2b-ctl {}", args.join(" "));
     let out = agent.ctl(args)?;
+    check_interrupt()?;
     print!("{}", indent(&out.stdout));
     if !out.stderr.trim().is_empty() {
         print!("{}", indent(&out.stderr));
@@ -80,6 +81,8 @@ fn traffic(net: &Topology, expect_pass: bool) -> Result<()> {
         "  attacker ({ATTACKER_V4}) pings the edge ({EDGE_V4}) {N} times ..."
     ));
     let r = ping(&net.attacker, EDGE_V4.parse::<IpAddr>()?, None, N)?;
+    // Ctrl-C reaches ping too; report the interruption, not a short count.
+    check_interrupt()?;
     let verdict = match (r.received, expect_pass) {
         (x, true) if x == r.sent => "traffic passes",
         (0, false) => "traffic is dropped by XDP before the edge's kernel sees it",

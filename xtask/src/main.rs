@@ -139,6 +139,7 @@ fn ebpf_cargo(toolchain: &str) -> Command {
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy();
         let drop = (k.starts_with("CARGO") && k != "CARGO_HOME")
+            || k.starts_with("__CARGO")
             || k.starts_with("RUSTC")
             || k.starts_with("RUSTUP_TOOLCHAIN")
             || k == "RUSTFLAGS"

@@ -43,10 +43,54 @@ struct Args {
     check_config: bool,
 }
 
-fn main() -> ExitCode {
+/// Writes log lines to stderr and, when configured, appends them to a file too.
+struct Tee(Option<std::fs::File>);
+
+impl std::io::Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        if let Some(f) = &mut self.0 {
+            f.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if let Some(f) = &mut self.0 {
+            f.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Log lines are `2026-11-22T04:28:35Z LEVEL message`; ban events are `NOTICE [jail] Ban IP`,
+/// the form the recidive filter reads back.
+fn init_logging(logfile: Option<&Path>) -> Result<()> {
+    use std::io::Write;
+    let file = match logfile {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening logfile {}", p.display()))?,
+        ),
+        None => None,
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_target(false)
+        .target(env_logger::Target::Pipe(Box::new(Tee(file))))
+        .format(|buf, r| {
+            let level = if r.target() == "f2b::ban" {
+                "NOTICE"
+            } else {
+                r.level().as_str()
+            };
+            writeln!(buf, "{} {} {}", buf.timestamp(), level, r.args())
+        })
         .init();
+    Ok(())
+}
+
+fn main() -> ExitCode {
     let args = Args::parse();
     let overrides = Overrides {
         config_path: args.config.clone(),
@@ -60,6 +104,7 @@ fn main() -> ExitCode {
         pin_dir: args.pin_dir.clone(),
     };
     if args.check_config {
+        let _ = init_logging(None);
         return match overrides.load() {
             Ok(c) => {
                 println!(
@@ -74,6 +119,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    let logfile = overrides.load().ok().and_then(|c| c.logfile);
+    if let Err(e) = init_logging(logfile.as_deref()) {
+        eprintln!("f2b-agent: {e:#}");
+        return ExitCode::FAILURE;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

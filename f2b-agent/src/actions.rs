@@ -227,6 +227,34 @@ impl CommandAction {
     }
 }
 
+/// One action run to do: the event (`start`, `stop`, `ban`, `unban`), the jail's command
+/// actions at the time, and the tag values.
+#[derive(Debug, Clone)]
+pub struct ActionEvent {
+    pub event: &'static str,
+    pub actions: Vec<CommandAction>,
+    pub tags: Tags,
+}
+
+/// Starts the worker that runs command actions off the ban path, in order. Returns the
+/// sender; the worker ends when every sender is dropped.
+pub fn spawn_worker() -> std::io::Result<(
+    std::sync::mpsc::Sender<ActionEvent>,
+    std::thread::JoinHandle<()>,
+)> {
+    let (tx, rx) = std::sync::mpsc::channel::<ActionEvent>();
+    let h = std::thread::Builder::new()
+        .name("f2b-actions".into())
+        .spawn(move || {
+            for ev in rx {
+                for a in &ev.actions {
+                    a.fire(ev.event, &ev.tags);
+                }
+            }
+        })?;
+    Ok((tx, h))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,9 @@ use f2b_common::proto::{
 };
 use f2b_common::{BanValue, MAX_PORTS, maps};
 
+use crate::actions::{ActionEvent, Tags};
 use crate::clock::{boottime_ns, kernel_expiry, unix_from_kernel_expiry, unix_now};
+use crate::config::Action;
 use crate::config::{Config, Increment, JailConfig, Ports};
 use crate::jail::{FailStats, Ticket};
 use crate::kernel::{Kernel, KernelError};
@@ -75,6 +77,8 @@ pub struct BanManager {
     self_addrs: Vec<std::net::IpAddr>,
     /// Bans a jail decided but could not enforce (map full, kernel error), per jail.
     ban_errors: HashMap<String, u64>,
+    /// Where ban/unban events go for the jails' command actions.
+    actions: Option<std::sync::mpsc::Sender<ActionEvent>>,
 }
 
 /// A ban a jail made, as handed to its actions.
@@ -172,11 +176,64 @@ impl BanManager {
             jail_stats: HashMap::new(),
             self_addrs: host_addresses(),
             ban_errors: HashMap::new(),
+            actions: None,
         }
     }
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Sends ban/unban events of jails with command actions to `tx` from now on.
+    pub fn set_action_sink(&mut self, tx: std::sync::mpsc::Sender<ActionEvent>) {
+        self.actions = Some(tx);
+    }
+
+    /// Queues `event` for the command actions of `jail` (start/stop/ban/unban).
+    pub fn emit(
+        &self,
+        event: &'static str,
+        jail: &str,
+        ip: &str,
+        bantime: &str,
+        failures: u32,
+        user: &str,
+    ) {
+        let Some(tx) = &self.actions else { return };
+        let Some(j) = self.cfg.jails.get(jail) else {
+            return;
+        };
+        let actions: Vec<_> = j
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Command(c) => Some(c.clone()),
+                Action::Xdp => None,
+            })
+            .collect();
+        if actions.is_empty() {
+            return;
+        }
+        let tags = Tags {
+            ip: ip.to_string(),
+            jail: jail.to_string(),
+            bantime: bantime.to_string(),
+            failures: failures.to_string(),
+            user: user.to_string(),
+        };
+        let _ = tx.send(ActionEvent {
+            event,
+            actions,
+            tags,
+        });
+    }
+
+    fn emit_unban(&self, ip: &IpNet, ban: &StoredBan) {
+        let bantime = match ban.until {
+            Some(u) => u.saturating_sub(ban.since).to_string(),
+            None => "-1".to_string(),
+        };
+        self.emit("unban", &ban.jail, &ip.to_string(), &bantime, 0, "");
     }
 
     pub fn store(&self) -> &Store {
@@ -430,6 +487,11 @@ impl BanManager {
         for (ip, ban) in planned {
             if !self.active.contains_key(&ip) {
                 *self.banned_total.entry(ban.jail.clone()).or_default() += 1;
+                let bantime = ban.until.map_or("-1".to_string(), |u| {
+                    u.saturating_sub(ban.since).to_string()
+                });
+                self.emit("ban", &ban.jail, &ip.to_string(), &bantime, 0, "");
+                log::info!(target: "f2b::ban", "[{}] Ban {ip}", ban.jail);
             }
             banned.push(self.info(&ip, &ban));
             self.track(ip, ban);
@@ -516,6 +578,18 @@ impl BanManager {
         for (ip, ban, ticket, bantime) in planned {
             *self.banned_total.entry(jail_name.to_string()).or_default() += 1;
             log::info!(target: "f2b::ban", "[{jail_name}] Ban {ip}");
+            let secs = match bantime {
+                BanTime::Secs(s) => s.to_string(),
+                BanTime::Permanent => "-1".to_string(),
+            };
+            self.emit(
+                "ban",
+                jail_name,
+                &ip.to_string(),
+                &secs,
+                ticket.failures,
+                ticket.user.as_deref().unwrap_or(""),
+            );
             let info = self.info(&ip, &ban);
             self.track(ip, ban);
             out.push(JailBan {
@@ -592,7 +666,10 @@ impl BanManager {
                     "unban {ip}: removed from the database but the kernel map refused: {e}"
                 );
             }
-            self.untrack(&ip);
+            if let Some(b) = self.untrack(&ip) {
+                log::info!(target: "f2b::ban", "[{}] Unban {ip}", b.jail);
+                self.emit_unban(&ip, &b);
+            }
             unbanned.push(ip.to_string());
         }
         Ok(UnbanResult {
@@ -703,7 +780,8 @@ impl BanManager {
         for ip in &due {
             let _ = self.kernel.remove_ban(ip);
             if let Some(b) = self.untrack(ip) {
-                log::info!("unban {ip} (jail {}): ban expired", b.jail);
+                log::info!(target: "f2b::ban", "[{}] Unban {ip} (expired)", b.jail);
+                self.emit_unban(ip, &b);
             }
         }
         due.len()

@@ -181,11 +181,6 @@ impl Control {
                     .with_manager(move |m| m.unban(&ips, all, jail.as_deref()))
                     .await
                     .and_then(|x| x);
-                if let Ok(u) = &r {
-                    for ip in &u.unbanned {
-                        log::info!("unban {ip} (by f2b-ctl)");
-                    }
-                }
                 self.bans_changed.notify_one();
                 respond(r)
             }

@@ -33,8 +33,33 @@ impl std::fmt::Display for PingResult {
 }
 
 /// `ping -c count -i 0.01 -W 1` from namespace `ns` to `dst`, optionally from source address
-/// `src`. Returns how many echo requests were sent and how many were answered.
+/// `src`: exactly `count` echo requests, then at most a second of waiting. Returns how many
+/// were sent and how many were answered. Use it where replies are expected to be missing.
 pub fn ping(ns: &NetNs, dst: IpAddr, src: Option<IpAddr>, count: u32) -> Result<PingResult> {
+    run_ping(ns, dst, src, count, None)
+}
+
+/// Like [`ping`], but waits until `count` replies arrived or `deadline` passed
+/// (`ping -w`): a late reply on a loaded machine is still counted. If requests go unanswered,
+/// ping keeps sending (every 10 ms) until the deadline, so `sent` may exceed `count`; the
+/// packet count stays bounded by the deadline.
+pub fn ping_answered(
+    ns: &NetNs,
+    dst: IpAddr,
+    src: Option<IpAddr>,
+    count: u32,
+    deadline: Duration,
+) -> Result<PingResult> {
+    run_ping(ns, dst, src, count, Some(deadline))
+}
+
+fn run_ping(
+    ns: &NetNs,
+    dst: IpAddr,
+    src: Option<IpAddr>,
+    count: u32,
+    deadline: Option<Duration>,
+) -> Result<PingResult> {
     ensure!(
         count > 0 && u64::from(count) <= MAX_PACKETS,
         "ping count {count} out of bounds"
@@ -50,11 +75,16 @@ pub fn ping(ns: &NetNs, dst: IpAddr, src: Option<IpAddr>, count: u32) -> Result<
         "-W",
         "1",
     ]);
+    let mut timeout = Duration::from_secs(10) + Duration::from_millis(20 * u64::from(count));
+    if let Some(d) = deadline {
+        let secs = d.as_secs().clamp(1, 30);
+        cmd.arg("-w").arg(secs.to_string());
+        timeout += Duration::from_secs(secs);
+    }
     if let Some(src) = src {
         cmd.arg("-I").arg(src.to_string());
     }
     cmd.arg(dst.to_string());
-    let timeout = Duration::from_secs(10) + Duration::from_millis(20 * u64::from(count));
     let out = run_bounded(cmd, timeout)
         .context("running ping (iputils-ping; `cargo xtask setup` installs it)")?;
     // ping exits 1 when some replies are missing (that is an outcome), 2 on errors.

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use f2b_integration::netns::{ATTACKER_V4, ATTACKER_V6, EDGE_IF, EDGE_V4, EDGE_V6};
-use f2b_integration::traffic::{ping, udp_drain, udp_receiver, udp_send, udp_through};
+use f2b_integration::traffic::{
+    ping, ping_answered, udp_drain, udp_receiver, udp_send, udp_through,
+};
 use f2b_integration::{Fixture, TestConfig, skip_unless_capable};
 use serde_json::Value;
 
@@ -43,10 +45,22 @@ fn expect_pings(
     answered: bool,
     when: &str,
 ) -> Result<()> {
-    let r = ping(&fx.net.attacker, ip(dst), src.map(ip), N)?;
+    let (r, ok) = if answered {
+        let r = ping_answered(
+            &fx.net.attacker,
+            ip(dst),
+            src.map(ip),
+            N,
+            Duration::from_secs(5),
+        )?;
+        (r, r.received == N)
+    } else {
+        let r = ping(&fx.net.attacker, ip(dst), src.map(ip), N)?;
+        (r, r.sent == N && r.received == 0)
+    };
     let want = if answered { N } else { 0 };
     ensure!(
-        r.sent == N && r.received == want,
+        ok,
         "{when}: ping {dst} from {}: expected {want}/{N} replies, got {r}",
         src.unwrap_or("default source")
     );

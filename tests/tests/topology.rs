@@ -4,10 +4,11 @@
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use f2b_integration::netns::{EDGE_V4, EDGE_V6};
-use f2b_integration::traffic::{ping, udp_through};
+use f2b_integration::traffic::{ping_answered, udp_through};
 use f2b_integration::{Topology, serial, skip_unless_capable};
 
 fn ip(s: &str) -> IpAddr {
@@ -22,14 +23,26 @@ fn topology_passes_traffic_and_cleans_up() -> Result<()> {
     {
         let t = Topology::create("topo")?;
         names = [t.edge.name().to_string(), t.attacker.name().to_string()];
-        let r = ping(&t.attacker, ip(EDGE_V4), None, 5)?;
+        let r = ping_answered(&t.attacker, ip(EDGE_V4), None, 5, Duration::from_secs(5))?;
         ensure!(r.received == 5, "v4 ping without any XDP: {r}");
-        let r = ping(&t.attacker, ip(EDGE_V6), None, 5)?;
+        let r = ping_answered(&t.attacker, ip(EDGE_V6), None, 5, Duration::from_secs(5))?;
         ensure!(r.received == 5, "v6 ping without any XDP: {r}");
         t.add_attacker_addrs(&[ip("198.18.9.9"), ip("fd00:f2b::9:9")])?;
-        let r = ping(&t.attacker, ip(EDGE_V4), Some(ip("198.18.9.9")), 5)?;
+        let r = ping_answered(
+            &t.attacker,
+            ip(EDGE_V4),
+            Some(ip("198.18.9.9")),
+            5,
+            Duration::from_secs(5),
+        )?;
         ensure!(r.received == 5, "v4 ping from an extra source: {r}");
-        let r = ping(&t.attacker, ip(EDGE_V6), Some(ip("fd00:f2b::9:9")), 5)?;
+        let r = ping_answered(
+            &t.attacker,
+            ip(EDGE_V6),
+            Some(ip("fd00:f2b::9:9")),
+            5,
+            Duration::from_secs(5),
+        )?;
         ensure!(r.received == 5, "v6 ping from an extra source: {r}");
         let got = udp_through(
             &t.attacker,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use f2b_integration::agent::AgentOptions;
 use f2b_integration::netns::{ATTACKER_IF, ATTACKER_V4, EDGE_IF, EDGE_V4};
-use f2b_integration::traffic::ping;
+use f2b_integration::traffic::{ping, ping_answered};
 use f2b_integration::{Agent, Bins, Topology};
 
 /// Pings per traffic round.
@@ -80,11 +80,16 @@ fn traffic(net: &Topology, expect_pass: bool) -> Result<()> {
     say(&format!(
         "  attacker ({ATTACKER_V4}) pings the edge ({EDGE_V4}) {N} times ..."
     ));
-    let r = ping(&net.attacker, EDGE_V4.parse::<IpAddr>()?, None, N)?;
+    let dst = EDGE_V4.parse::<IpAddr>()?;
+    let r = if expect_pass {
+        ping_answered(&net.attacker, dst, None, N, Duration::from_secs(5))?
+    } else {
+        ping(&net.attacker, dst, None, N)?
+    };
     // Ctrl-C reaches ping too; report the interruption, not a short count.
     check_interrupt()?;
     let verdict = match (r.received, expect_pass) {
-        (x, true) if x == r.sent => "traffic passes",
+        (x, true) if x == N => "traffic passes",
         (0, false) => "traffic is dropped by XDP before the edge's kernel sees it",
         _ => "UNEXPECTED",
     };

@@ -563,8 +563,6 @@ impl BanManager {
                 continue;
             }
             planned.push((ip, ban, t, bantime));
-            // Keep usage exact while planning; track() below counts it again.
-            *self.usage.slot(&ip) -= 1;
         }
         let puts: Vec<(IpNet, StoredBan)> = planned.iter().map(|p| (p.0, p.1.clone())).collect();
         if let Err(e) = self.store.commit(&puts, &[], positions) {

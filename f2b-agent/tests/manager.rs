@@ -373,3 +373,85 @@ fn reload_swaps_allowlist_and_keeps_bans() {
         .sum();
     assert_eq!(allow, 1);
 }
+
+fn ticket(ip: &str, failures: u32) -> f2b_agent::jail::Ticket {
+    f2b_agent::jail::Ticket {
+        ip: ip.parse().expect("ip"),
+        failures,
+        time: unix_now() as i64,
+        user: Some("root".into()),
+    }
+}
+
+#[test]
+fn jail_batches_ban_commit_positions_and_increment_across_restart() {
+    let Some(env) = Env::new() else { return };
+    let inc = "  grow:\n    bantime: 10m\n    bantime_increment: {enabled: true, factor: 1, maxtime: 1d}\n";
+    let pos = f2b_agent::store::FilePos {
+        dev: 1,
+        ino: 2,
+        fingerprint: 3,
+        fingerprint_len: 10,
+        offset: 4242,
+    };
+    let positions = vec![("grow".to_string(), "/var/log/x.log".to_string(), Some(pos))];
+    {
+        let mut m = env.manager(inc);
+        m.reconcile().expect("reconcile");
+        let stats = f2b_agent::jail::FailStats {
+            failing_now: 2,
+            failed_total: 9,
+            ..Default::default()
+        };
+        let bans = m.jail_batch(
+            "grow",
+            vec![
+                ticket("198.18.0.7", 3),
+                ticket("198.18.0.7", 3),
+                ticket("127.0.0.1", 3),
+                ticket("198.18.9.9", 3),
+            ],
+            &positions,
+            stats,
+        );
+        // Duplicate, loopback and allowlisted tickets are dropped; one ban results.
+        assert_eq!(bans.len(), 1);
+        assert_eq!(bans[0].info.ip, "198.18.0.7");
+        assert_eq!(bans[0].info.ban_count, 1);
+        let until = bans[0].info.until.expect("finite");
+        assert!(until.abs_diff(unix_now() + 600) <= 2);
+        let st = m.jail_status(Some("grow")).expect("status");
+        assert_eq!(
+            (st[0].failing_now, st[0].failed_total, st[0].banned_now),
+            (2, 9, 1)
+        );
+        assert!(env.kernel().get_ban(&net("198.18.0.7")).is_some());
+        m.unban(&["198.18.0.7".into()], false, None).expect("unban");
+    }
+    // Positions went to disk with the ban.
+    assert_eq!(
+        Store::open(&env.db())
+            .expect("db")
+            .positions("grow")
+            .expect("positions"),
+        vec![("/var/log/x.log".to_string(), pos)]
+    );
+    // After a restart the second ban of the same address lasts twice as long (history in redb).
+    let mut m = env.manager(inc);
+    m.reconcile().expect("reconcile");
+    let bans = m.jail_batch(
+        "grow",
+        vec![ticket("198.18.0.7", 3)],
+        &[],
+        Default::default(),
+    );
+    assert_eq!(bans[0].info.ban_count, 2);
+    assert!(
+        bans[0]
+            .info
+            .until
+            .expect("finite")
+            .abs_diff(unix_now() + 1200)
+            <= 2
+    );
+}

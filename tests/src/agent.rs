@@ -151,6 +151,9 @@ pub struct AgentOptions {
     pub extra_args: Vec<String>,
     /// How long to wait for `f2b-ctl ping` to answer after a (re)start.
     pub ready_timeout: Duration,
+    /// Mount a bpffs on the pin directory before starting the agent (false: leave that to
+    /// the agent, which must mount one itself).
+    pub mount_bpffs: bool,
 }
 
 impl AgentOptions {
@@ -160,6 +163,7 @@ impl AgentOptions {
             ifaces: ifaces.iter().map(|s| s.to_string()).collect(),
             extra_args: Vec::new(),
             ready_timeout: Duration::from_secs(60),
+            mount_bpffs: true,
         }
     }
 }
@@ -214,7 +218,9 @@ impl Agent {
             opts,
             dir,
         };
-        agent.mount_bpffs()?;
+        if agent.opts.mount_bpffs {
+            agent.mount_bpffs()?;
+        }
         agent.spawn()?;
         agent.wait_ready()?;
         Ok(agent)
@@ -492,7 +498,8 @@ impl Drop for Agent {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if self.mounted
+        // Also when the agent mounted it: the mount must not outlive the temp dir.
+        if (self.mounted || is_bpffs(&self.pin_dir))
             && let Ok(target) = CString::new(self.pin_dir.as_os_str().as_bytes())
             // SAFETY: valid NUL-terminated path.
             && unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0

@@ -135,11 +135,21 @@ pub struct Fixture {
 impl Fixture {
     /// Builds the namespaces and starts a debug-build agent with `config`.
     pub fn start(tag: &str, config: &TestConfig) -> anyhow::Result<Fixture> {
+        Self::start_with(tag, config, |_| {})
+    }
+
+    /// Like [`Fixture::start`], with a chance to adjust the agent's options.
+    pub fn start_with(
+        tag: &str,
+        config: &TestConfig,
+        adjust: impl FnOnce(&mut agent::AgentOptions),
+    ) -> anyhow::Result<Fixture> {
         let serial = serial();
         let bins = Bins::locate()?;
         let net = Topology::create(tag)?;
         let mut opts = agent::AgentOptions::new(&[netns::EDGE_IF]);
         opts.config = Some(config.render());
+        adjust(&mut opts);
         let agent = Agent::start(&bins, &net.edge, opts)?;
         Ok(Fixture {
             agent,

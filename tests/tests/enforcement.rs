@@ -604,3 +604,54 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn agent_mounts_bpffs_on_its_pin_dir() -> Result<()> {
+    skip_unless_capable!("agent_mounts_bpffs_on_its_pin_dir");
+    let fx = Fixture::start_with("mnt", &TestConfig::default(), |o| o.mount_bpffs = false)?;
+    ensure!(
+        f2b_integration::agent::is_bpffs(fx.agent.pin_dir()),
+        "the agent should have mounted a bpffs on {}",
+        fx.agent.pin_dir().display()
+    );
+    ctl_ok(&fx, &["ban", ATTACKER_V4])?;
+    expect_pings(
+        &fx,
+        EDGE_V4,
+        None,
+        false,
+        "after ban (agent-mounted pin dir)",
+    )?;
+    Ok(())
+}
+
+#[test]
+fn expired_ban_stops_dropping_while_the_agent_is_down() -> Result<()> {
+    skip_unless_capable!("expired_ban_stops_dropping_while_the_agent_is_down");
+    let mut fx = Fixture::start("exp", &TestConfig::default())?;
+    ctl_ok(&fx, &["ban", ATTACKER_V4, "--time", "3s"])?;
+    expect_pings(&fx, EDGE_V4, None, false, "right after a 3s ban")?;
+    let c0 = fx.agent.counters()?;
+    fx.agent.sigkill()?;
+    // The kernel entry carries its own expiry: no agent is needed to end the ban.
+    std::thread::sleep(Duration::from_secs(4));
+    expect_pings(
+        &fx,
+        EDGE_V4,
+        None,
+        true,
+        "after the ban expired, agent down",
+    )?;
+    fx.agent.restart()?;
+    ensure!(
+        fx.agent.banned()?.is_empty(),
+        "the restarted agent should drop the expired ban"
+    );
+    let c1 = fx.agent.counters()?;
+    ensure!(
+        c1.delta(&c0, "passed_expired") >= u64::from(N),
+        "passed_expired should count the pings to the expired entry: {c0:?} -> {c1:?}"
+    );
+    expect_pings(&fx, EDGE_V4, None, true, "after restart")?;
+    Ok(())
+}

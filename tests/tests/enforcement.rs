@@ -306,6 +306,7 @@ fn sigkill_keeps_enforcing_and_restart_keeps_the_ban() -> Result<()> {
     ctl_ok(&fx, &["ban", ATTACKER_V4, "--time", "1h"])?;
     expect_pings(&fx, EDGE_V4, None, false, "after ban")?;
 
+    let c0 = fx.agent.counters()?;
     fx.agent.sigkill()?;
     expect_pings(
         &fx,
@@ -326,6 +327,12 @@ fn sigkill_keeps_enforcing_and_restart_keeps_the_ban() -> Result<()> {
         "list after restart should still show the ban"
     );
     expect_pings(&fx, EDGE_V4, None, false, "after restart")?;
+    // The pinned counters saw the drops of the downtime and those after the restart.
+    let c1 = fx.agent.counters()?;
+    ensure!(
+        c1.delta(&c0, "dropped_exact_v4") >= u64::from(2 * N),
+        "dropped_exact_v4 across the crash: {c0:?} -> {c1:?}"
+    );
     let list = fx.agent.ctl_json(&["list"])?;
     ensure!(
         !list["bans"][0]["until"].is_null(),

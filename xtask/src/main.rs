@@ -16,7 +16,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "f2b project tasks")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "f2b project tasks"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

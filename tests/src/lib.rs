@@ -129,10 +129,18 @@ impl TestConfig {
 pub struct Fixture {
     pub agent: Agent,
     pub net: Topology,
+    passed: bool,
     _serial: MutexGuard<'static, ()>,
 }
 
 impl Fixture {
+    /// Ends a test successfully. A fixture dropped without this (an early `?` return or a
+    /// panic) prints the agent's log, so a failure comes with the agent's side of the story.
+    pub fn pass(mut self) -> anyhow::Result<()> {
+        self.passed = true;
+        Ok(())
+    }
+
     /// Builds the namespaces and starts a debug-build agent with `config`.
     pub fn start(tag: &str, config: &TestConfig) -> anyhow::Result<Fixture> {
         Self::start_with(tag, config, |_| {})
@@ -154,7 +162,20 @@ impl Fixture {
         Ok(Fixture {
             agent,
             net,
+            passed: false,
             _serial: serial,
         })
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if !self.passed && !std::thread::panicking() {
+            say(&format!(
+                "test failed; f2b-agent log ({}):\n{}",
+                self.agent.ns_name(),
+                self.agent.log_text()
+            ));
+        }
     }
 }

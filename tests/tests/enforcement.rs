@@ -121,7 +121,7 @@ fn ban_v4_drops_and_unban_passes() -> Result<()> {
         c2.delta(&c1, "passed") >= u64::from(N),
         "passed should grow after unban: {c2:?}"
     );
-    Ok(())
+    fx.pass()
 }
 
 #[test]
@@ -146,7 +146,7 @@ fn ban_v6_drops_and_unban_passes() -> Result<()> {
     );
     ctl_ok(&fx, &["unban", ATTACKER_V6])?;
     expect_pings(&fx, EDGE_V6, None, true, "after unban")?;
-    Ok(())
+    fx.pass()
 }
 
 #[test]
@@ -210,7 +210,7 @@ fn cidr_bans_drop_the_whole_prefix() -> Result<()> {
     ensure!(fx.agent.banned()?.is_empty(), "list after unban");
     expect_pings(&fx, EDGE_V4, Some("198.18.2.2"), true, "v4 after unban")?;
     expect_pings(&fx, EDGE_V6, Some("fd00:f2b::2:2"), true, "v6 after unban")?;
-    Ok(())
+    fx.pass()
 }
 
 #[test]
@@ -260,7 +260,7 @@ fn allowlist_wins_over_a_prefix_ban() -> Result<()> {
         c1.delta(&c0, "passed_allowlist") >= u64::from(N),
         "passed_allowlist: {c0:?} -> {c1:?}"
     );
-    Ok(())
+    fx.pass()
 }
 
 #[test]
@@ -296,7 +296,7 @@ fn port_scoped_jail_drops_only_its_ports() -> Result<()> {
         c1.delta(&c0, "passed_port_scope") >= u64::from(2 * N),
         "passed_port_scope: {c0:?} -> {c1:?}"
     );
-    Ok(())
+    fx.pass()
 }
 
 #[test]
@@ -347,7 +347,7 @@ fn sigkill_keeps_enforcing_and_restart_keeps_the_ban() -> Result<()> {
         true,
         "after unban on the restarted agent",
     )?;
-    Ok(())
+    fx.pass()
 }
 
 #[test]
@@ -425,7 +425,7 @@ fn thousand_bans_in_one_call_are_enforced_after_restart() -> Result<()> {
         c1.delta(&c0, "dropped_exact_v4") == 1000,
         "dropped_exact_v4 should grow by exactly 1000: {c0:?} -> {c1:?}"
     );
-    Ok(())
+    fx.pass()
 }
 
 #[test]
@@ -477,7 +477,7 @@ fn bad_ctl_input_is_refused_and_changes_nothing() -> Result<()> {
         "bad input handling:\n{}",
         failures.join("\n")
     );
-    Ok(())
+    fx.pass()
 }
 
 #[test]
@@ -522,7 +522,7 @@ fn garbage_on_the_socket_gets_an_error_and_the_connection_survives() -> Result<(
         fx.agent.banned()?.is_empty(),
         "garbage changed the ban list"
     );
-    Ok(())
+    fx.pass()
 }
 
 #[test]
@@ -557,7 +557,7 @@ fn non_root_client_can_read_but_not_ban() -> Result<()> {
         "the refused ban changed the list"
     );
     expect_pings(&fx, EDGE_V4, None, true, "after the refused ban")?;
-    Ok(())
+    fx.pass()
 }
 
 #[test]
@@ -593,7 +593,7 @@ fn stop_detach_removes_program_and_pins() -> Result<()> {
         !link.contains("xdp"),
         "an XDP program is still attached: {link}"
     );
-    Ok(())
+    fx.pass()
 }
 
 /// Every file under `dir`, recursively, except the iterators every bpffs mount starts with.
@@ -629,7 +629,7 @@ fn agent_mounts_bpffs_on_its_pin_dir() -> Result<()> {
         false,
         "after ban (agent-mounted pin dir)",
     )?;
-    Ok(())
+    fx.pass()
 }
 
 #[test]
@@ -660,5 +660,5 @@ fn expired_ban_stops_dropping_while_the_agent_is_down() -> Result<()> {
         "passed_expired should count the pings to the expired entry: {c0:?} -> {c1:?}"
     );
     expect_pings(&fx, EDGE_V4, None, true, "after restart")?;
-    Ok(())
+    fx.pass()
 }

@@ -11,8 +11,10 @@ pub mod bpffs;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod filter;
 pub mod jail;
 pub mod kernel;
+pub mod source;
 pub mod store;
 pub mod testrun;
 

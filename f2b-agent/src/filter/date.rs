@@ -1,0 +1,886 @@
+//! Timestamps in log lines: find one, turn it into Unix seconds, and say where it was so the
+//! caller can cut it out before failregex runs (what fail2ban does, and what its stock
+//! patterns assume).
+//!
+//! Automatic detection is hand-written byte scanning, no regex and no allocation: it only
+//! runs on lines that passed the literal prefilter, but those can be many under attack.
+//! Formats: syslog `Nov 22 04:16:03` (year inferred), ctime `Sun Nov 22 04:16:03[.f] 2026`,
+//! ISO 8601 / RFC 3339 (`T` or space, fractions, `Z`/`±HH:MM`/`±HHMM`), Apache/nginx access
+//! `22/Nov/2026:04:16:03 +0000`, nginx error `2026/11/22 04:16:03`, MySQL `261122 4:16:03`,
+//! epoch seconds `1795321563[.123]` and TAI64N `@4000000065...`.
+
+use regex::Regex;
+
+/// Where zone-less timestamps are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tz {
+    /// The host's local time, as libc says (`TZ`, /etc/localtime).
+    Local,
+    /// A fixed offset east of UTC, in seconds (`UTC` is 0).
+    Fixed(i32),
+}
+
+impl Tz {
+    pub fn parse(s: &str) -> Option<Tz> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("local") {
+            return Some(Tz::Local);
+        }
+        if t.eq_ignore_ascii_case("utc") || t.eq_ignore_ascii_case("gmt") || t == "Z" {
+            return Some(Tz::Fixed(0));
+        }
+        let b = t.as_bytes();
+        let (off, used) = parse_offset(b, 0)?;
+        (used == b.len()).then_some(Tz::Fixed(off))
+    }
+
+    /// Seconds to subtract from a naive (zone-less) time read as if it were UTC.
+    fn offset_for(self, naive: i64) -> i64 {
+        match self {
+            Tz::Fixed(o) => i64::from(o),
+            Tz::Local => local_offset(naive),
+        }
+    }
+}
+
+/// The local UTC offset at (about) `t`, from libc; 0 if libc cannot say.
+fn local_offset(t: i64) -> i64 {
+    let tt = t as libc::time_t;
+    // SAFETY: `tm` is plain old data that localtime_r fills; both pointers are valid.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&tt, &mut tm).is_null() {
+            return 0;
+        }
+        tm.tm_gmtoff
+    }
+}
+
+/// How a filter finds its timestamps.
+#[derive(Debug, Clone)]
+pub enum DateMode {
+    /// Try every known format, leftmost first.
+    Auto,
+    /// The lines carry no date (`datepattern: none`): nothing is cut, time is None.
+    Never,
+    /// Only this one (`datepattern: epoch`, `tai64n`, `iso8601`, `syslog` ...).
+    Only(Format),
+    /// An strftime-like pattern translated to a regex.
+    Pattern(Box<DatePattern>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Syslog,
+    Iso8601,
+    Access,
+    NginxError,
+    Epoch,
+    Tai64n,
+}
+
+/// A timestamp found in a line: `line[start..end]` is what gets cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub start: usize,
+    pub end: usize,
+    pub time: i64,
+}
+
+/// Broken-down time as read; `year` None means "infer it".
+#[derive(Debug, Clone, Copy, Default)]
+struct Fields {
+    year: Option<i64>,
+    month: u32,
+    day: u32,
+    hour: u32,
+    min: u32,
+    sec: u32,
+    /// Offset east of UTC when the stamp carries one.
+    offset: Option<i32>,
+}
+
+impl DateMode {
+    pub fn parse(spec: Option<&str>) -> Result<DateMode, String> {
+        let Some(s) = spec.map(str::trim) else {
+            return Ok(DateMode::Auto);
+        };
+        let lower = s.to_ascii_lowercase();
+        Ok(match lower.as_str() {
+            "" | "auto" => DateMode::Auto,
+            "none" | "{none}" => DateMode::Never,
+            "epoch" => DateMode::Only(Format::Epoch),
+            "tai64n" => DateMode::Only(Format::Tai64n),
+            "iso8601" => DateMode::Only(Format::Iso8601),
+            "syslog" => DateMode::Only(Format::Syslog),
+            "access" | "apache" | "nginx-access" => DateMode::Only(Format::Access),
+            "nginx-error" => DateMode::Only(Format::NginxError),
+            _ => DateMode::Pattern(Box::new(DatePattern::new(s)?)),
+        })
+    }
+
+    /// Finds the timestamp of `line`. `now` is for year inference, `tz` for zone-less stamps.
+    pub fn find(&self, line: &str, tz: Tz, now: i64) -> Option<Found> {
+        match self {
+            DateMode::Never => None,
+            DateMode::Auto => scan(line.as_bytes(), None, tz, now),
+            DateMode::Only(f) => scan(line.as_bytes(), Some(*f), tz, now),
+            DateMode::Pattern(p) => p.find(line, tz, now),
+        }
+    }
+}
+
+/// Leftmost timestamp of any (or one) known format.
+fn scan(b: &[u8], only: Option<Format>, tz: Tz, now: i64) -> Option<Found> {
+    for i in 0..b.len() {
+        let c = b[i];
+        // Stamps start at a word start: the line start or after a non-alphanumeric byte.
+        if i > 0 && b[i - 1].is_ascii_alphanumeric() {
+            continue;
+        }
+        let near_start = i == 0 || (i == 1 && matches!(b[0], b'[' | b'('));
+        let hit = if c.is_ascii_digit() {
+            try_digit_formats(b, i, only, near_start)
+        } else if c.is_ascii_uppercase() {
+            if only.is_none() || only == Some(Format::Syslog) {
+                parse_syslog(b, i)
+            } else {
+                None
+            }
+        } else if c == b'@' && near_start && matches!(only, None | Some(Format::Tai64n)) {
+            parse_tai64n(b, i).map(|(t, end)| (Stamp::Abs(t), end))
+        } else {
+            None
+        };
+        if let Some((stamp, end)) = hit {
+            let time = match stamp {
+                Stamp::Abs(t) => t,
+                Stamp::Fields(f) => resolve(&f, tz, now),
+            };
+            return Some(Found {
+                start: i,
+                end,
+                time,
+            });
+        }
+    }
+    None
+}
+
+enum Stamp {
+    Abs(i64),
+    Fields(Fields),
+}
+
+fn try_digit_formats(
+    b: &[u8],
+    i: usize,
+    only: Option<Format>,
+    near_start: bool,
+) -> Option<(Stamp, usize)> {
+    let want = |f: Format| only.is_none() || only == Some(f);
+    if want(Format::Iso8601)
+        && let Some((f, e)) = parse_iso(b, i)
+    {
+        return Some((Stamp::Fields(f), e));
+    }
+    if want(Format::NginxError)
+        && let Some((f, e)) = parse_slash_ymd(b, i)
+    {
+        return Some((Stamp::Fields(f), e));
+    }
+    if want(Format::Access)
+        && let Some((f, e)) = parse_access(b, i)
+    {
+        return Some((Stamp::Fields(f), e));
+    }
+    if near_start
+        && only.is_none()
+        && let Some((f, e)) = parse_mysql(b, i)
+    {
+        return Some((Stamp::Fields(f), e));
+    }
+    if near_start
+        && want(Format::Epoch)
+        && let Some((t, e)) = parse_epoch(b, i)
+    {
+        return Some((Stamp::Abs(t), e));
+    }
+    None
+}
+
+/// `n` digits at `i` as a number.
+fn digits(b: &[u8], i: usize, n: usize) -> Option<u32> {
+    let s = b.get(i..i + n)?;
+    let mut v = 0u32;
+    for &c in s {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u32::from(c - b'0');
+    }
+    Some(v)
+}
+
+/// 1 or 2 digits (a space-padded or unpadded day/hour).
+fn digits12(b: &[u8], i: usize) -> Option<(u32, usize)> {
+    let d1 = digits(b, i, 1)?;
+    match digits(b, i + 1, 1) {
+        Some(d2) => Some((d1 * 10 + d2, i + 2)),
+        None => Some((d1, i + 1)),
+    }
+}
+
+fn is_digit_at(b: &[u8], i: usize) -> bool {
+    b.get(i).is_some_and(u8::is_ascii_digit)
+}
+
+fn byte_at(b: &[u8], i: usize) -> u8 {
+    b.get(i).copied().unwrap_or(0)
+}
+
+/// `HH:MM:SS` at `i` with an optional `.fff`/`,fff` fraction; returns the end.
+fn parse_hms(b: &[u8], i: usize, f: &mut Fields) -> Option<usize> {
+    let (h, j) = digits12(b, i)?;
+    if byte_at(b, j) != b':' {
+        return None;
+    }
+    let m = digits(b, j + 1, 2)?;
+    if byte_at(b, j + 3) != b':' {
+        return None;
+    }
+    let s = digits(b, j + 4, 2)?;
+    if h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    f.hour = h;
+    f.min = m;
+    f.sec = s.min(59);
+    let mut e = j + 6;
+    if matches!(byte_at(b, e), b'.' | b',') && is_digit_at(b, e + 1) {
+        e += 1;
+        while is_digit_at(b, e) {
+            e += 1;
+        }
+    }
+    Some(e)
+}
+
+/// `Z`, `UTC`, `±HH:MM`, `±HHMM`, `±HH` at `i`: (seconds east, bytes used).
+fn parse_offset(b: &[u8], i: usize) -> Option<(i32, usize)> {
+    match byte_at(b, i) {
+        b'Z' => Some((0, 1)),
+        b'U' if b.get(i..i + 3) == Some(b"UTC") => Some((0, 3)),
+        s @ (b'+' | b'-') => {
+            let h = digits(b, i + 1, 2)?;
+            let (m, used) = if byte_at(b, i + 3) == b':' {
+                (digits(b, i + 4, 2)?, 6)
+            } else if let Some(m) = digits(b, i + 3, 2) {
+                (m, 5)
+            } else {
+                (0, 3)
+            };
+            if h > 14 || m > 59 {
+                return None;
+            }
+            let off = (h * 3600 + m * 60) as i32;
+            Some((if s == b'-' { -off } else { off }, used))
+        }
+        _ => None,
+    }
+}
+
+/// ISO 8601 / RFC 3339: `2026-11-22T04:16:03.5+01:00`, `2026-11-22 04:16:03,123 Z`.
+fn parse_iso(b: &[u8], i: usize) -> Option<(Fields, usize)> {
+    let mut f = Fields {
+        year: Some(i64::from(digits(b, i, 4)?)),
+        ..Fields::default()
+    };
+    if byte_at(b, i + 4) != b'-' || byte_at(b, i + 7) != b'-' {
+        return None;
+    }
+    f.month = digits(b, i + 5, 2)?;
+    f.day = digits(b, i + 8, 2)?;
+    if !matches!(byte_at(b, i + 10), b'T' | b' ') {
+        return None;
+    }
+    let mut e = parse_hms(b, i + 11, &mut f)?;
+    if let Some((off, used)) = parse_offset(b, e) {
+        f.offset = Some(off);
+        e += used;
+    } else if byte_at(b, e) == b' '
+        && let Some((off, used)) = parse_offset(b, e + 1)
+        && matches!(byte_at(b, e + 1), b'+' | b'-' | b'Z' | b'U')
+        && !byte_at(b, e + 1 + used).is_ascii_alphanumeric()
+    {
+        f.offset = Some(off);
+        e += 1 + used;
+    }
+    valid(&f).then_some((f, e))
+}
+
+/// nginx error log: `2026/11/22 04:16:03`.
+fn parse_slash_ymd(b: &[u8], i: usize) -> Option<(Fields, usize)> {
+    let mut f = Fields {
+        year: Some(i64::from(digits(b, i, 4)?)),
+        ..Fields::default()
+    };
+    if byte_at(b, i + 4) != b'/' || byte_at(b, i + 7) != b'/' {
+        return None;
+    }
+    f.month = digits(b, i + 5, 2)?;
+    f.day = digits(b, i + 8, 2)?;
+    if !matches!(byte_at(b, i + 10), b' ' | b'T') {
+        return None;
+    }
+    let e = parse_hms(b, i + 11, &mut f)?;
+    valid(&f).then_some((f, e))
+}
+
+/// Apache/nginx access log: `22/Nov/2026:04:16:03 +0000`.
+fn parse_access(b: &[u8], i: usize) -> Option<(Fields, usize)> {
+    let mut f = Fields::default();
+    let (d, j) = digits12(b, i)?;
+    f.day = d;
+    if byte_at(b, j) != b'/' {
+        return None;
+    }
+    f.month = month(b, j + 1)?;
+    if byte_at(b, j + 4) != b'/' {
+        return None;
+    }
+    f.year = Some(i64::from(digits(b, j + 5, 4)?));
+    if byte_at(b, j + 9) != b':' {
+        return None;
+    }
+    let mut e = parse_hms(b, j + 10, &mut f)?;
+    if byte_at(b, e) == b' '
+        && let Some((off, used)) = parse_offset(b, e + 1)
+    {
+        f.offset = Some(off);
+        e += 1 + used;
+    }
+    valid(&f).then_some((f, e))
+}
+
+/// MySQL 5.x error log: `261122  4:16:03` (two-digit year).
+fn parse_mysql(b: &[u8], i: usize) -> Option<(Fields, usize)> {
+    let mut f = Fields {
+        year: Some(2000 + i64::from(digits(b, i, 2)?)),
+        month: digits(b, i + 2, 2)?,
+        day: digits(b, i + 4, 2)?,
+        ..Fields::default()
+    };
+    if byte_at(b, i + 6) != b' ' {
+        return None;
+    }
+    let mut j = i + 7;
+    if byte_at(b, j) == b' ' {
+        j += 1;
+    }
+    let e = parse_hms(b, j, &mut f)?;
+    valid(&f).then_some((f, e))
+}
+
+/// Epoch seconds (10-11 digits) with an optional fraction, near the line start.
+fn parse_epoch(b: &[u8], i: usize) -> Option<(i64, usize)> {
+    let mut e = i;
+    let mut v: i64 = 0;
+    while is_digit_at(b, e) && e - i < 12 {
+        v = v * 10 + i64::from(b[e] - b'0');
+        e += 1;
+    }
+    if !(10..=11).contains(&(e - i)) || is_digit_at(b, e) {
+        return None;
+    }
+    if byte_at(b, e) == b'.' && is_digit_at(b, e + 1) {
+        e += 1;
+        while is_digit_at(b, e) {
+            e += 1;
+        }
+    }
+    if byte_at(b, e).is_ascii_alphanumeric() {
+        return None;
+    }
+    Some((v, e))
+}
+
+/// TAI64N label `@4000000065...` (24 hex digits): TAI seconds since 1970 + 2^62.
+fn parse_tai64n(b: &[u8], i: usize) -> Option<(i64, usize)> {
+    let hex = b.get(i + 1..i + 25)?;
+    let mut secs: u64 = 0;
+    for &c in &hex[..16] {
+        secs = secs * 16 + u64::from((c as char).to_digit(16)?);
+    }
+    if !hex[16..].iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let secs = secs.checked_sub(1 << 62)?;
+    // TAI runs ahead of UTC by the leap seconds (37 since 2017); daemontools' tai64nlocal
+    // subtracts 10, fail2ban does the same, so a stamp means the same wall time in both.
+    Some((secs as i64 - 10, i + 25))
+}
+
+const MONTHS: [&[u8; 3]; 12] = [
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+];
+const FULL_MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const WEEKDAYS: [&[u8; 3]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
+
+fn month(b: &[u8], i: usize) -> Option<u32> {
+    let s = b.get(i..i + 3)?;
+    MONTHS
+        .iter()
+        .position(|m| m.eq_ignore_ascii_case(s))
+        .map(|p| p as u32 + 1)
+}
+
+/// Syslog `Nov 22 04:16:03` (no year), ctime `Sun Nov 22 04:16:03[.f] 2026`, also with a
+/// year after the day (`Nov 22 2026 04:16:03`).
+fn parse_syslog(b: &[u8], i: usize) -> Option<(Stamp, usize)> {
+    let mut j = i;
+    let s = b.get(i..i + 3)?;
+    if WEEKDAYS.iter().any(|w| w.eq_ignore_ascii_case(s)) {
+        // Weekday names are written as 3 letters or in full; skip either, then spaces.
+        j += 3;
+        while byte_at(b, j).is_ascii_alphabetic() {
+            j += 1;
+        }
+        if matches!(byte_at(b, j), b',') {
+            j += 1;
+        }
+        if byte_at(b, j) != b' ' {
+            return None;
+        }
+        j += 1;
+    }
+    let mut f = Fields {
+        month: month(b, j)?,
+        ..Fields::default()
+    };
+    let word_end = (j..b.len())
+        .find(|&k| !b[k].is_ascii_alphabetic())
+        .unwrap_or(b.len());
+    let word = &b[j..word_end];
+    // "Nov" or the full name "November", nothing else ("Novel").
+    let full = FULL_MONTHS[f.month as usize - 1].as_bytes();
+    if word.len() != 3 && !word.eq_ignore_ascii_case(full) {
+        return None;
+    }
+    j = word_end;
+    if byte_at(b, j) != b' ' {
+        return None;
+    }
+    j += 1;
+    if byte_at(b, j) == b' ' {
+        j += 1;
+    }
+    let (d, k) = digits12(b, j)?;
+    f.day = d;
+    if byte_at(b, k) != b' ' {
+        return None;
+    }
+    let mut k = k + 1;
+    if let Some(y) = digits(b, k, 4)
+        && byte_at(b, k + 4) == b' '
+    {
+        f.year = Some(i64::from(y));
+        k += 5;
+    }
+    let mut e = parse_hms(b, k, &mut f)?;
+    if f.year.is_none()
+        && byte_at(b, e) == b' '
+        && let Some(y) = digits(b, e + 1, 4)
+        && !byte_at(b, e + 5).is_ascii_alphanumeric()
+        && byte_at(b, e + 5) != b':'
+    {
+        f.year = Some(i64::from(y));
+        e += 5;
+    }
+    valid(&f).then_some((Stamp::Fields(f), e))
+}
+
+fn valid(f: &Fields) -> bool {
+    (1..=12).contains(&f.month) && (1..=31).contains(&f.day)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// (year, month, day) of a day number since 1970-01-01.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn naive(y: i64, f: &Fields) -> i64 {
+    days_from_civil(y, f.month, f.day) * 86_400
+        + i64::from(f.hour) * 3600
+        + i64::from(f.min) * 60
+        + i64::from(f.sec)
+}
+
+fn to_unix(y: i64, f: &Fields, tz: Tz) -> i64 {
+    let n = naive(y, f);
+    match f.offset {
+        Some(o) => n - i64::from(o),
+        None => n - tz.offset_for(n),
+    }
+}
+
+/// Fields to Unix seconds. A missing year is fail2ban's guess: this year, or last year
+/// when that would put the line more than a day in the future (December lines read in
+/// January).
+fn resolve(f: &Fields, tz: Tz, now: i64) -> i64 {
+    if let Some(y) = f.year {
+        return to_unix(y, f, tz);
+    }
+    let local_now = now + tz.offset_for(now);
+    let (year, _, _) = civil_from_days(local_now.div_euclid(86_400));
+    let t = to_unix(year, f, tz);
+    if t > now + 86_400 {
+        to_unix(year - 1, f, tz)
+    } else {
+        t
+    }
+}
+
+/// Formats Unix seconds as RFC 3339 UTC (`2026-11-22T04:16:03Z`).
+pub fn rfc3339(t: i64) -> String {
+    let (y, m, d) = civil_from_days(t.div_euclid(86_400));
+    let s = t.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// A `datepattern` in strftime style (`%Y-%m-%d %H:%M:%S`), translated to a regex with one
+/// named group per field. `{^LN-BEG}` (fail2ban's "at the line start") becomes `^`.
+#[derive(Debug, Clone)]
+pub struct DatePattern {
+    re: Regex,
+}
+
+impl DatePattern {
+    pub fn new(p: &str) -> Result<DatePattern, String> {
+        let mut out = String::new();
+        let mut rest = p;
+        if let Some(r) = rest.strip_prefix("{^LN-BEG}") {
+            out.push('^');
+            rest = r;
+        }
+        let mut chars = rest.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            let mut spec = chars.next().ok_or("datepattern ends with a lone %")?;
+            if spec == 'E' || spec == 'O' {
+                // %ExY / %Oy style modifiers: same field, strict width.
+                spec = chars.next().ok_or("datepattern ends in a % modifier")?;
+                if spec == 'x' {
+                    spec = chars.next().ok_or("datepattern ends in %Ex")?;
+                }
+            }
+            let g = match spec {
+                'Y' => "(?P<Y>\\d{4})",
+                'y' => "(?P<y>\\d{2})",
+                'm' => "(?P<m>\\d{1,2})",
+                'd' | 'e' => "(?P<d>[ \\d]?\\d)",
+                'H' => "(?P<H>[ \\d]?\\d)",
+                'I' => "(?P<I>[ \\d]?\\d)",
+                'M' => "(?P<M>\\d{2})",
+                'S' => "(?P<S>\\d{2})",
+                'f' => "(?P<f>\\d+)",
+                'b' | 'B' | 'h' => "(?P<b>[A-Za-z]{3,9})",
+                'a' | 'A' => "(?:[A-Za-z]{3,9})",
+                'p' => "(?P<p>[AaPp][Mm])",
+                'z' => "(?P<z>Z|[+-]\\d{2}(?::?\\d{2})?)",
+                'Z' => "(?P<Z>[A-Z]{1,5})",
+                's' => "(?P<s>\\d{9,11})",
+                '%' => "%",
+                other => return Err(format!("datepattern: unsupported field %{other}")),
+            };
+            out.push_str(g);
+        }
+        let re = Regex::new(&out).map_err(|e| format!("datepattern: {e}"))?;
+        Ok(DatePattern { re })
+    }
+
+    fn find(&self, line: &str, tz: Tz, now: i64) -> Option<Found> {
+        let c = self.re.captures(line)?;
+        let m = c.get(0)?;
+        let num = |n: &str| {
+            c.name(n)
+                .and_then(|v| v.as_str().trim().parse::<u32>().ok())
+        };
+        let found = |time| {
+            Some(Found {
+                start: m.start(),
+                end: m.end(),
+                time,
+            })
+        };
+        if let Some(s) = c.name("s").and_then(|v| v.as_str().parse::<i64>().ok()) {
+            return found(s);
+        }
+        let mut f = Fields {
+            year: num("Y")
+                .map(i64::from)
+                .or_else(|| num("y").map(|y| 2000 + i64::from(y))),
+            month: match c.name("b") {
+                Some(b) => month(b.as_str().as_bytes(), 0)?,
+                None => num("m").unwrap_or(1),
+            },
+            day: num("d").unwrap_or(1),
+            hour: num("H").unwrap_or(0),
+            min: num("M").unwrap_or(0),
+            sec: num("S").unwrap_or(0),
+            offset: None,
+        };
+        if let Some(h) = num("I") {
+            let pm = c
+                .name("p")
+                .is_some_and(|p| p.as_str().eq_ignore_ascii_case("pm"));
+            f.hour = h % 12 + if pm { 12 } else { 0 };
+        }
+        if let Some(z) = c.name("z") {
+            f.offset = parse_offset(z.as_str().as_bytes(), 0).map(|(o, _)| o);
+        } else if c
+            .name("Z")
+            .is_some_and(|z| matches!(z.as_str(), "UTC" | "GMT" | "Z"))
+        {
+            f.offset = Some(0);
+        }
+        if !valid(&f) || f.hour > 23 || f.min > 59 || f.sec > 60 {
+            return None;
+        }
+        found(resolve(&f, tz, now))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const UTC: Tz = Tz::Fixed(0);
+    // 2026-11-22T12:00:00Z
+    const NOW: i64 = 1_795_348_800;
+
+    fn t(s: &str) -> i64 {
+        // RFC 3339 UTC test helper built on the same civil arithmetic.
+        let b = s.as_bytes();
+        let mut f = Fields::default();
+        let (f2, _) = parse_iso(b, 0).unwrap();
+        f = Fields {
+            offset: f2.offset,
+            ..f2
+        };
+        to_unix(f.year.unwrap(), &f, UTC)
+    }
+
+    fn find(line: &str) -> Option<(String, i64)> {
+        DateMode::Auto
+            .find(line, UTC, NOW)
+            .map(|f| (line[f.start..f.end].to_string(), f.time))
+    }
+
+    #[test]
+    fn civil_round_trip() {
+        for z in [-1_000_000, -1, 0, 1, 365, 20_000, 2_932_896] {
+            let (y, m, d) = civil_from_days(z);
+            assert_eq!(days_from_civil(y, m, d), z);
+        }
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(NOW), "2026-11-22T12:00:00Z");
+    }
+
+    #[test]
+    fn syslog_and_year_inference() {
+        let (s, v) = find("Nov 22 04:16:03 host sshd[1]: x").unwrap();
+        assert_eq!(s, "Nov 22 04:16:03");
+        assert_eq!(v, t("2026-11-22T04:16:03Z"));
+        // Single-digit day, space padded.
+        let (s, v) = find("Nov  2 04:16:03 host x").unwrap();
+        assert_eq!(s, "Nov  2 04:16:03");
+        assert_eq!(v, t("2026-11-02T04:16:03Z"));
+        // Tomorrow is still this year (within a day), later dates are last year's.
+        assert_eq!(
+            find("Nov 23 04:00:00 h").unwrap().1,
+            t("2026-11-23T04:00:00Z")
+        );
+        assert_eq!(
+            find("Dec 31 23:59:59 h").unwrap().1,
+            t("2025-12-31T23:59:59Z")
+        );
+        // January lines read on 1 Jan stay in the new year; December ones go back.
+        let jan1 = t("2027-01-01T00:10:00Z");
+        let d = DateMode::Auto.find("Dec 31 23:59:00 h", UTC, jan1).unwrap();
+        assert_eq!(d.time, t("2026-12-31T23:59:00Z"));
+        let d = DateMode::Auto.find("Jan  1 00:05:00 h", UTC, jan1).unwrap();
+        assert_eq!(d.time, t("2027-01-01T00:05:00Z"));
+    }
+
+    #[test]
+    fn ctime_with_year_and_fraction() {
+        let (s, v) = find("[Sun Nov 22 04:16:03.123456 2026] [auth_basic:error] x").unwrap();
+        assert_eq!(s, "Sun Nov 22 04:16:03.123456 2026");
+        assert_eq!(v, t("2026-11-22T04:16:03Z"));
+        let (_, v) = find("Tue Mar 24 18:30:01 2015 x").unwrap();
+        assert_eq!(v, t("2015-03-24T18:30:01Z"));
+    }
+
+    #[test]
+    fn iso_8601_forms() {
+        for (line, want, cut) in [
+            (
+                "2026-11-22T04:16:03Z NOTICE",
+                "2026-11-22T04:16:03Z",
+                "2026-11-22T04:16:03Z",
+            ),
+            (
+                "2026-11-22T05:16:03+01:00 x",
+                "2026-11-22T04:16:03Z",
+                "2026-11-22T05:16:03+01:00",
+            ),
+            (
+                "2026-11-22T05:16:03.123456+0100 x",
+                "2026-11-22T04:16:03Z",
+                "2026-11-22T05:16:03.123456+0100",
+            ),
+            (
+                "2026-11-21 23:16:03,5 -05:00 x",
+                "2026-11-22T04:16:03Z",
+                "2026-11-21 23:16:03,5 -05:00",
+            ),
+            (
+                "2026-11-22 04:16:03 x",
+                "2026-11-22T04:16:03Z",
+                "2026-11-22 04:16:03",
+            ),
+        ] {
+            let (s, v) = find(line).unwrap();
+            assert_eq!(s, cut, "{line}");
+            assert_eq!(v, t(want), "{line}");
+        }
+    }
+
+    #[test]
+    fn access_nginx_error_mysql() {
+        let line = r#"198.18.0.7 - - [22/Nov/2026:05:16:03 +0100] "GET / HTTP/1.1" 404"#;
+        let (s, v) = find(line).unwrap();
+        assert_eq!(s, "22/Nov/2026:05:16:03 +0100");
+        assert_eq!(v, t("2026-11-22T04:16:03Z"));
+        let (s, v) = find("2026/11/22 04:16:03 [error] 12#12: *3 x").unwrap();
+        assert_eq!(s, "2026/11/22 04:16:03");
+        assert_eq!(v, t("2026-11-22T04:16:03Z"));
+        let (s, v) = find("261122  4:16:03 [Warning] x").unwrap();
+        assert_eq!(s, "261122  4:16:03");
+        assert_eq!(v, t("2026-11-22T04:16:03Z"));
+    }
+
+    #[test]
+    fn epoch_and_tai64n() {
+        let (s, v) = find("1795321563.123 host x").unwrap();
+        assert_eq!(s, "1795321563.123");
+        assert_eq!(v, 1_795_321_563);
+        let (_, v) = find("[1795321563] x").unwrap();
+        assert_eq!(v, 1_795_321_563);
+        // Numbers later in the line are not epochs.
+        assert!(find("x id 1795321563").is_none());
+        // TAI64N: 2^62 + 10 + unix seconds.
+        let label = format!("@{:016x}{:08x} x", (1u64 << 62) + 10 + 1_795_321_563, 7);
+        let (_, v) = find(&label).unwrap();
+        assert_eq!(v, 1_795_321_563);
+    }
+
+    #[test]
+    fn zones_for_naive_stamps() {
+        let p = Tz::parse("+0200").unwrap();
+        assert_eq!(p, Tz::Fixed(7200));
+        assert_eq!(Tz::parse("-05:30"), Some(Tz::Fixed(-(5 * 3600 + 1800))));
+        assert_eq!(Tz::parse("UTC"), Some(Tz::Fixed(0)));
+        assert_eq!(Tz::parse("local"), Some(Tz::Local));
+        assert_eq!(Tz::parse("Mars/Olympus"), None);
+        let d = DateMode::Auto
+            .find("2026-11-22 06:16:03 x", p, NOW)
+            .unwrap();
+        assert_eq!(d.time, t("2026-11-22T04:16:03Z"));
+        // An explicit zone in the stamp wins over the filter's timezone.
+        let d = DateMode::Auto
+            .find("2026-11-22T04:16:03Z x", p, NOW)
+            .unwrap();
+        assert_eq!(d.time, t("2026-11-22T04:16:03Z"));
+        // Local is whatever libc says; with TZ unset on these machines, that is UTC.
+        let l = DateMode::Auto
+            .find("2026-11-22 04:16:03 x", Tz::Local, NOW)
+            .unwrap();
+        assert_eq!(l.time, t("2026-11-22T04:16:03Z") - local_offset(l.time));
+    }
+
+    #[test]
+    fn no_date_and_near_misses() {
+        for line in [
+            "",
+            "no date here",
+            "Novel 22 04:16:03",
+            "2026-13-22T04:16:03Z",
+            "Nov 22 25:16:03",
+            "version 1.2.3",
+        ] {
+            assert!(find(line).is_none(), "{line}");
+        }
+    }
+
+    #[test]
+    fn explicit_patterns() {
+        let m = DateMode::parse(Some("%d.%m.%Y %H:%M:%S")).unwrap();
+        let d = m.find("x 22.11.2026 04:16:03 y", UTC, NOW).unwrap();
+        assert_eq!(d.time, t("2026-11-22T04:16:03Z"));
+        assert_eq!((d.start, d.end), (2, 21));
+        let m = DateMode::parse(Some("{^LN-BEG}%b %d %I:%M:%S %p %Y")).unwrap();
+        let d = m.find("Nov 22 04:16:03 PM 2026 y", UTC, NOW).unwrap();
+        assert_eq!(d.time, t("2026-11-22T16:16:03Z"));
+        assert!(m.find("y Nov 22 04:16:03 PM 2026", UTC, NOW).is_none());
+        let m = DateMode::parse(Some("epoch")).unwrap();
+        assert!(m.find("2026-11-22T04:16:03Z x", UTC, NOW).is_none());
+        assert!(DateMode::parse(Some("%Q")).is_err());
+        assert!(matches!(
+            DateMode::parse(Some("none")).unwrap(),
+            DateMode::Never
+        ));
+    }
+}

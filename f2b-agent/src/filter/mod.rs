@@ -1,0 +1,720 @@
+//! Filters: one log line in, at most one failure (address, time, which pattern) out.
+//!
+//! This is the matcher of the ripgrep split: synchronous, no I/O, no tokio, no knowledge of
+//! files or jails. Sources hand it `&str` lines; jails count what it returns. Per line:
+//!
+//! 1. literal prefilter: one Aho-Corasick automaton over a literal each failregex requires
+//!    (derived from the pattern, or the filter's `literals`); a line containing none is a
+//!    [`LineMatch::Miss`] without any regex or date work. This is what most lines hit.
+//! 2. date: the timestamp is found and cut out (fail2ban does the same, and its patterns,
+//!    anchored with `^`, assume it), giving its Unix time.
+//! 3. `prefregex`, when the filter has one: its `<F-CONTENT>` part is what failregex sees.
+//! 4. all failregexes as one `RegexSet`; only the first pattern that matched is run again
+//!    for its captures (`<HOST>`, `<F-USER>`, `<F-ID>`).
+//! 5. `ignoreregex` on the date-cut line turns a failure into [`LineMatch::Ignored`].
+//!
+//! A line that does not match allocates nothing: the date is cut into a reused per-thread
+//! buffer only when it sits mid-line, capture slots for prefregex are per-thread too, and
+//! owned strings are made only for a [`Failure`].
+
+pub mod date;
+pub mod pattern;
+pub mod source;
+pub mod stock;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aho_corasick::AhoCorasick;
+use regex::{CaptureLocations, Regex, RegexSet};
+use serde::Deserialize;
+
+use date::{DateMode, Tz};
+use pattern::Role;
+
+/// Where a filter comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FilterSpec {
+    /// A stock filter (embedded), or `NAME.yaml` in the operator's filter directory.
+    Name(String),
+    /// A filter file.
+    Path(PathBuf),
+    /// The same schema written inline in a jail.
+    Inline(serde_yaml::Value),
+}
+
+impl FilterSpec {
+    /// A jail's `filter:` value: a string naming a stock filter, a string that looks like a
+    /// path (contains `/` or ends in `.yaml`), or a mapping (an inline filter).
+    pub fn from_config(value: &serde_yaml::Value) -> Result<FilterSpec, FilterError> {
+        match value {
+            serde_yaml::Value::String(s) if s.contains('/') || s.ends_with(".yaml") => {
+                Ok(FilterSpec::Path(PathBuf::from(s)))
+            }
+            serde_yaml::Value::String(s) if valid_name(s) => Ok(FilterSpec::Name(s.clone())),
+            serde_yaml::Value::String(s) => Err(FilterError::new(
+                "filter",
+                None,
+                format!("{s:?} is not a filter name (letters, digits, - and _) nor a path"),
+            )),
+            serde_yaml::Value::Mapping(_) => Ok(FilterSpec::Inline(value.clone())),
+            _ => Err(FilterError::new(
+                "filter",
+                None,
+                "expected a filter name, a path to a filter file or an inline filter mapping",
+            )),
+        }
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// A filter that cannot be loaded: `file:line: message` (line when it is known).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct FilterError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl FilterError {
+    fn new(file: impl Into<String>, line: Option<usize>, message: impl Into<String>) -> Self {
+        FilterError {
+            file: file.into(),
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FilterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}", self.file, l, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// What one line amounts to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineMatch {
+    Miss,
+    /// A failregex matched but so did an ignoreregex.
+    Ignored,
+    Failure(Failure),
+}
+
+/// A failure found in a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The client; an IPv4-mapped IPv6 address is given as the IPv4 address.
+    pub ip: IpAddr,
+    /// The address as it was written in the line (without brackets).
+    pub host: String,
+    /// Unix seconds from the line's timestamp; None when the line has none we know.
+    pub time: Option<i64>,
+    /// Index of the failregex that matched (base list first, then the mode's additions).
+    pub failregex: usize,
+    pub user: Option<String>,
+    pub id: Option<String>,
+}
+
+/// The filter file schema (docs/filters.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilter {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    vars: BTreeMap<String, String>,
+    #[serde(default)]
+    prefregex: Option<String>,
+    #[serde(default)]
+    failregex: Vec<String>,
+    #[serde(default)]
+    ignoreregex: Vec<String>,
+    #[serde(default)]
+    datepattern: Option<String>,
+    #[serde(default)]
+    timezone: Option<String>,
+    #[serde(default)]
+    modes: BTreeMap<String, RawMode>,
+    #[serde(default)]
+    default_mode: Option<String>,
+    #[serde(default)]
+    literals: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMode {
+    #[serde(default)]
+    replace: bool,
+    #[serde(default)]
+    prefregex: Option<String>,
+    #[serde(default)]
+    failregex: Vec<String>,
+    #[serde(default)]
+    ignoreregex: Vec<String>,
+}
+
+/// A compiled pattern and where its tagged groups are.
+#[derive(Debug, Clone)]
+struct Compiled {
+    re: Regex,
+    host: Vec<usize>,
+    user: Vec<usize>,
+    alt_user: Vec<usize>,
+    id: Vec<usize>,
+    nofail: Vec<usize>,
+    content: Option<usize>,
+}
+
+impl Compiled {
+    fn new(regex: Regex, groups: &[(String, Role)]) -> Compiled {
+        let mut c = Compiled {
+            host: vec![],
+            user: vec![],
+            alt_user: vec![],
+            id: vec![],
+            nofail: vec![],
+            content: None,
+            re: regex,
+        };
+        for (i, name) in c.re.capture_names().enumerate() {
+            let Some(name) = name else { continue };
+            let Some((_, role)) = groups.iter().find(|(n, _)| n == name) else {
+                continue;
+            };
+            match role {
+                Role::Host => c.host.push(i),
+                Role::User => c.user.push(i),
+                Role::AltUser => c.alt_user.push(i),
+                Role::Id => c.id.push(i),
+                Role::NoFail => c.nofail.push(i),
+                Role::Content => c.content = Some(i),
+            }
+        }
+        c
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A loaded filter: every pattern compiled, ready for [`Filter::match_line`].
+#[derive(Debug, Clone)]
+pub struct Filter {
+    name: String,
+    description: Option<String>,
+    mode: Option<String>,
+    /// Identifies this filter's capture slots in the per-thread scratch space.
+    id: u64,
+    prefilter: Option<AhoCorasick>,
+    literals: Vec<String>,
+    date: DateMode,
+    tz: Tz,
+    pref: Option<Compiled>,
+    fail_set: RegexSet,
+    fail: Vec<Compiled>,
+    ignore_set: Option<RegexSet>,
+}
+
+/// Per-thread buffers so that the per-line path does not allocate.
+struct Scratch {
+    /// The line with a mid-line date cut out.
+    buf: String,
+    /// prefregex capture slots, per filter id (a thread serves few filters).
+    locs: Vec<(u64, CaptureLocations)>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch { buf: String::new(), locs: Vec::new() })
+    };
+}
+
+const MAX_SCRATCH_FILTERS: usize = 64;
+
+fn locs_for<'a>(
+    locs: &'a mut Vec<(u64, CaptureLocations)>,
+    id: u64,
+    re: &Regex,
+) -> &'a mut CaptureLocations {
+    let i = match locs.iter().position(|(i, _)| *i == id) {
+        Some(i) => i,
+        None => {
+            if locs.len() >= MAX_SCRATCH_FILTERS {
+                locs.remove(0);
+            }
+            locs.push((id, re.capture_locations()));
+            locs.len() - 1
+        }
+    };
+    &mut locs[i].1
+}
+
+/// Ordered key path and item index of a pattern in the filter file, for error lines.
+struct Origin<'a> {
+    path: Vec<&'a str>,
+    item: Option<usize>,
+    what: String,
+}
+
+struct Loader<'a> {
+    file: String,
+    src: Option<&'a str>,
+    vars: BTreeMap<String, String>,
+}
+
+impl Loader<'_> {
+    fn err(&self, o: &Origin<'_>, msg: impl fmt::Display) -> FilterError {
+        let line = self.src.and_then(|s| match o.item {
+            Some(i) => source::item_line(s, &o.path, i),
+            None => source::key_line(s, &o.path),
+        });
+        FilterError::new(self.file.clone(), line, format!("{}: {msg}", o.what))
+    }
+
+    fn translate(&self, p: &str, o: &Origin<'_>) -> Result<pattern::Translated, FilterError> {
+        let expanded = pattern::expand_vars(p, &self.vars).map_err(|e| self.err(o, e))?;
+        pattern::translate(&expanded).map_err(|e| self.err(o, e))
+    }
+
+    fn compile(&self, p: &str, o: &Origin<'_>) -> Result<(Compiled, String), FilterError> {
+        let t = self.translate(p, o)?;
+        let re = Regex::new(&t.regex).map_err(|e| self.err(o, regex_message(&e)))?;
+        Ok((Compiled::new(re, &t.groups), t.regex))
+    }
+}
+
+/// The one informative line of a regex error (they come with a multi-line caret diagram).
+fn regex_message(e: &regex::Error) -> String {
+    let s = e.to_string();
+    s.lines()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .map(|l| format!("bad regex: {l}"))
+        .unwrap_or_else(|| format!("bad regex: {}", s.replace('\n', " ")))
+}
+
+impl Filter {
+    /// Loads a filter; see [`Filter::load_from`] for operator filter directories.
+    pub fn load(spec: &FilterSpec, mode: Option<&str>) -> Result<Filter, FilterError> {
+        Self::load_from(spec, mode, None)
+    }
+
+    /// Loads a filter. A [`FilterSpec::Name`] is looked up as `dir/NAME.yaml` first (when
+    /// `dir` is given and the file exists: operator filters override stock ones), then in
+    /// the stock filters embedded in the binary.
+    pub fn load_from(
+        spec: &FilterSpec,
+        mode: Option<&str>,
+        dir: Option<&Path>,
+    ) -> Result<Filter, FilterError> {
+        match spec {
+            FilterSpec::Name(name) => {
+                if !valid_name(name) {
+                    return Err(FilterError::new(
+                        name.clone(),
+                        None,
+                        "a filter name is letters, digits, - and _",
+                    ));
+                }
+                if let Some(d) = dir {
+                    let p = d.join(format!("{name}.yaml"));
+                    if p.is_file() {
+                        return Self::load_file(&p, name, mode);
+                    }
+                }
+                let src = stock::get(name).ok_or_else(|| {
+                    FilterError::new(
+                        name.clone(),
+                        None,
+                        format!(
+                            "no such filter; stock filters are: {}",
+                            stock::names().collect::<Vec<_>>().join(", ")
+                        ),
+                    )
+                })?;
+                Self::from_yaml(src, &format!("config/filters/{name}.yaml"), name, mode)
+            }
+            FilterSpec::Path(p) => {
+                let name = p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| p.display().to_string());
+                Self::load_file(p, &name, mode)
+            }
+            FilterSpec::Inline(v) => {
+                let raw: RawFilter = serde_yaml::from_value(v.clone())
+                    .map_err(|e| FilterError::new("inline filter", None, yaml_message(&e)))?;
+                let loader = Loader {
+                    file: "inline filter".into(),
+                    src: None,
+                    vars: BTreeMap::new(),
+                };
+                Self::build(raw, loader, "inline", mode)
+            }
+        }
+    }
+
+    fn load_file(p: &Path, name: &str, mode: Option<&str>) -> Result<Filter, FilterError> {
+        let text = std::fs::read_to_string(p).map_err(|e| {
+            FilterError::new(p.display().to_string(), None, format!("cannot read: {e}"))
+        })?;
+        Self::from_yaml(&text, &p.display().to_string(), name, mode)
+    }
+
+    /// Loads a filter from YAML text; `file` names it in errors.
+    pub fn from_yaml(
+        text: &str,
+        file: &str,
+        name: &str,
+        mode: Option<&str>,
+    ) -> Result<Filter, FilterError> {
+        let raw: RawFilter = serde_yaml::from_str(text).map_err(|e| {
+            FilterError::new(file, e.location().map(|l| l.line()), yaml_message(&e))
+        })?;
+        let loader = Loader {
+            file: file.to_string(),
+            src: Some(text),
+            vars: BTreeMap::new(),
+        };
+        Self::build(raw, loader, name, mode)
+    }
+
+    fn build(
+        mut raw: RawFilter,
+        mut loader: Loader<'_>,
+        name: &str,
+        mode: Option<&str>,
+    ) -> Result<Filter, FilterError> {
+        let key = |k: &'static str| Origin {
+            path: vec![k],
+            item: None,
+            what: k.to_string(),
+        };
+        let mut vars = pattern::builtin_vars();
+        vars.append(&mut raw.vars);
+        loader.vars = vars;
+
+        let mode_name = mode.map(str::to_string).or(raw.default_mode.clone());
+        if let Some(d) = &raw.default_mode
+            && !raw.modes.contains_key(d)
+        {
+            return Err(loader.err(&key("default_mode"), format!("no mode {d:?} in modes")));
+        }
+        let mode_def = match &mode_name {
+            None => None,
+            Some(m) => Some(raw.modes.get(m).ok_or_else(|| {
+                let known: Vec<&str> = raw.modes.keys().map(String::as_str).collect();
+                FilterError::new(
+                    loader.file.clone(),
+                    None,
+                    if known.is_empty() {
+                        format!("mode {m:?}: this filter has no modes")
+                    } else {
+                        format!("unknown mode {m:?}; modes: {}", known.join(", "))
+                    },
+                )
+            })?),
+        };
+        let mode_key = mode_name.clone().unwrap_or_default();
+
+        // prefregex: the mode's, else the filter's.
+        let pref_src = match mode_def.and_then(|m| m.prefregex.as_ref()) {
+            Some(p) => Some((
+                p,
+                Origin {
+                    path: vec!["modes", &mode_key, "prefregex"],
+                    item: None,
+                    what: "prefregex".into(),
+                },
+            )),
+            None => raw.prefregex.as_ref().map(|p| (p, key("prefregex"))),
+        };
+        let pref = match pref_src {
+            None => None,
+            Some((p, o)) => {
+                let (c, _) = loader.compile(p, &o)?;
+                if c.content.is_none() {
+                    return Err(loader.err(&o, "needs <F-CONTENT>...</F-CONTENT>"));
+                }
+                Some(c)
+            }
+        };
+        let pref_has_host = pref.as_ref().is_some_and(|p| !p.host.is_empty());
+
+        // failregex and ignoreregex: the base lists, then the mode's (or only the mode's).
+        let mut fail_src: Vec<(&String, Origin<'_>)> = Vec::new();
+        let mut ign_src: Vec<(&String, Origin<'_>)> = Vec::new();
+        let replace = mode_def.is_some_and(|m| m.replace);
+        if !replace {
+            for (i, p) in raw.failregex.iter().enumerate() {
+                fail_src.push((p, item(vec!["failregex"], i, "failregex", i)));
+            }
+            for (i, p) in raw.ignoreregex.iter().enumerate() {
+                ign_src.push((p, item(vec!["ignoreregex"], i, "ignoreregex", i)));
+            }
+        }
+        if let Some(m) = mode_def {
+            for (i, p) in m.failregex.iter().enumerate() {
+                let n = fail_src.len();
+                fail_src.push((
+                    p,
+                    item(vec!["modes", &mode_key, "failregex"], i, "failregex", n),
+                ));
+            }
+            for (i, p) in m.ignoreregex.iter().enumerate() {
+                let n = ign_src.len();
+                ign_src.push((
+                    p,
+                    item(vec!["modes", &mode_key, "ignoreregex"], i, "ignoreregex", n),
+                ));
+            }
+        }
+        if fail_src.is_empty() {
+            return Err(loader.err(&key("failregex"), "at least one pattern is needed"));
+        }
+
+        let mut fail = Vec::with_capacity(fail_src.len());
+        let mut fail_res = Vec::with_capacity(fail_src.len());
+        for (p, o) in &fail_src {
+            let (c, re) = loader.compile(p, o)?;
+            if c.host.is_empty() && !pref_has_host {
+                return Err(loader.err(o, "no <HOST> (in it or in prefregex)"));
+            }
+            fail.push(c);
+            fail_res.push(re);
+        }
+        let fail_set = RegexSet::new(&fail_res)
+            .map_err(|e| FilterError::new(loader.file.clone(), None, regex_message(&e)))?;
+        let mut ign_res = Vec::with_capacity(ign_src.len());
+        for (p, o) in &ign_src {
+            let (_, re) = loader.compile(p, o)?;
+            ign_res.push(re);
+        }
+        let ignore_set = if ign_res.is_empty() {
+            None
+        } else {
+            Some(
+                RegexSet::new(&ign_res)
+                    .map_err(|e| FilterError::new(loader.file.clone(), None, regex_message(&e)))?,
+            )
+        };
+
+        let date = DateMode::parse(raw.datepattern.as_deref())
+            .map_err(|e| loader.err(&key("datepattern"), e))?;
+        let tz = match raw.timezone.as_deref() {
+            None => Tz::Local,
+            Some(s) => Tz::parse(s).ok_or_else(|| {
+                loader.err(
+                    &key("timezone"),
+                    format!("{s:?}: expected local, UTC or an offset such as +0100"),
+                )
+            })?,
+        };
+
+        // Prefilter: the override, or one literal per failregex. A pattern with no usable
+        // literal means every line has to go to the regexes: no prefilter at all.
+        let literals: Option<Vec<String>> = match raw.literals.take() {
+            Some(l) => Some(l.into_iter().filter(|s| !s.is_empty()).collect()),
+            None => fail_res
+                .iter()
+                .map(|r| pattern::required_literal(r))
+                .collect::<Option<Vec<String>>>(),
+        };
+        let (prefilter, literals) = match literals {
+            Some(mut l) if !l.is_empty() => {
+                l.sort();
+                l.dedup();
+                let ac = AhoCorasick::new(&l).map_err(|e| {
+                    loader.err(&key("literals"), format!("cannot build the prefilter: {e}"))
+                })?;
+                (Some(ac), l)
+            }
+            _ => (None, Vec::new()),
+        };
+
+        Ok(Filter {
+            name: name.to_string(),
+            description: raw.description,
+            mode: mode_name,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            prefilter,
+            literals,
+            date,
+            tz,
+            pref,
+            fail_set,
+            fail,
+            ignore_set,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// The mode in force (the one asked for, else `default_mode`).
+    pub fn mode(&self) -> Option<&str> {
+        self.mode.as_deref()
+    }
+
+    /// The prefilter's literals; empty when there is no prefilter (every line is tried).
+    pub fn literals(&self) -> &[String] {
+        &self.literals
+    }
+
+    pub fn failregex_count(&self) -> usize {
+        self.fail.len()
+    }
+
+    /// Matches one line (without its newline). `now_unix` is only used to infer the year
+    /// of stamps that have none.
+    pub fn match_line(&self, line: &str, now_unix: i64) -> LineMatch {
+        if let Some(pf) = &self.prefilter
+            && !pf.is_match(line)
+        {
+            return LineMatch::Miss;
+        }
+        self.match_after_prefilter(line, now_unix)
+    }
+
+    /// [`Filter::match_line`] without the literal prefilter: what the prefilter must never
+    /// change. For tests and `f2b-ctl regex --no-prefilter`.
+    pub fn match_line_unfiltered(&self, line: &str, now_unix: i64) -> LineMatch {
+        self.match_after_prefilter(line, now_unix)
+    }
+
+    fn match_after_prefilter(&self, line: &str, now: i64) -> LineMatch {
+        let found = self.date.find(line, self.tz, now);
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let Scratch { buf, locs } = &mut *s;
+            let text: &str = match found {
+                None => line,
+                Some(f) if f.start == 0 => &line[f.end..],
+                Some(f) => {
+                    buf.clear();
+                    buf.push_str(&line[..f.start]);
+                    buf.push_str(&line[f.end..]);
+                    buf.as_str()
+                }
+            };
+            self.match_text(text, found.map(|f| f.time), locs)
+        })
+    }
+
+    fn match_text(
+        &self,
+        text: &str,
+        time: Option<i64>,
+        locs: &mut Vec<(u64, CaptureLocations)>,
+    ) -> LineMatch {
+        let mut pref_locs: Option<&CaptureLocations> = None;
+        let content = match &self.pref {
+            None => text,
+            Some(p) => {
+                let l = locs_for(locs, self.id, &p.re);
+                if p.re.captures_read(l, text).is_none() {
+                    return LineMatch::Miss;
+                }
+                let Some((a, b)) = p.content.and_then(|g| l.get(g)) else {
+                    return LineMatch::Miss;
+                };
+                pref_locs = Some(l);
+                &text[a..b]
+            }
+        };
+        if !self.fail_set.is_match(content) {
+            return LineMatch::Miss;
+        }
+        // From here on the line is (almost always) a failure: allocating is fine.
+        let Some(idx) = self.fail_set.matches(content).iter().next() else {
+            return LineMatch::Miss;
+        };
+        let c = &self.fail[idx];
+        let Some(caps) = c.re.captures(content) else {
+            return LineMatch::Miss;
+        };
+        if c.nofail.iter().any(|&g| caps.get(g).is_some()) {
+            return LineMatch::Miss;
+        }
+        let first = |gs: &[usize]| gs.iter().find_map(|&g| caps.get(g)).map(|m| m.as_str());
+        let from_pref = |gs: fn(&Compiled) -> &Vec<usize>| -> Option<&str> {
+            let (p, l) = (self.pref.as_ref()?, pref_locs?);
+            gs(p)
+                .iter()
+                .find_map(|&g| l.get(g))
+                .map(|(a, b)| &text[a..b])
+        };
+        let host = first(&c.host).or_else(|| from_pref(|p| &p.host));
+        let Some(host) = host else {
+            return LineMatch::Miss;
+        };
+        let Some(ip) = parse_ip(host) else {
+            // Not an address (hostnames are never looked up): nothing to ban.
+            return LineMatch::Miss;
+        };
+        if let Some(ig) = &self.ignore_set
+            && ig.is_match(text)
+        {
+            return LineMatch::Ignored;
+        }
+        let user = first(&c.user)
+            .or_else(|| from_pref(|p| &p.user))
+            .or_else(|| first(&c.alt_user))
+            .or_else(|| from_pref(|p| &p.alt_user));
+        let id = first(&c.id).or_else(|| from_pref(|p| &p.id));
+        LineMatch::Failure(Failure {
+            ip,
+            host: host.to_string(),
+            time,
+            failregex: idx,
+            user: user.map(str::to_string),
+            id: id.map(str::to_string),
+        })
+    }
+}
+
+fn item<'a>(path: Vec<&'a str>, i: usize, what: &str, n: usize) -> Origin<'a> {
+    Origin {
+        path,
+        item: Some(i),
+        what: format!("{what} {n}"),
+    }
+}
+
+/// The address in a `<HOST>` capture: IPv4, IPv6, IPv4-mapped IPv6 (given as IPv4).
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    let s = s.trim_start_matches('[').trim_end_matches(']');
+    match s.parse::<IpAddr>().ok()? {
+        IpAddr::V6(v6) => Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)),
+        v4 => Some(v4),
+    }
+}
+
+/// serde_yaml's message without its trailing " at line L column C" (the prefix says where).
+fn yaml_message(e: &serde_yaml::Error) -> String {
+    let m = e.to_string();
+    match m.find(" at line ") {
+        Some(i) => m[..i].to_string(),
+        None => m,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,311 @@
+//! Unit tests of the engine on small inline filters; the stock filters are tested on log
+//! files by tests/filters.rs.
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+// 2026-11-22T12:00:00Z
+const NOW: i64 = 1_795_348_800;
+
+fn f(yaml: &str) -> Filter {
+    Filter::from_yaml(yaml, "t.yaml", "t", None).unwrap()
+}
+
+fn fm(yaml: &str, mode: &str) -> Filter {
+    Filter::from_yaml(yaml, "t.yaml", "t", Some(mode)).unwrap()
+}
+
+fn err(yaml: &str) -> FilterError {
+    Filter::from_yaml(yaml, "t.yaml", "t", None).unwrap_err()
+}
+
+fn fail(m: LineMatch) -> Failure {
+    match m {
+        LineMatch::Failure(f) => f,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn host_forms() {
+    let flt = f("failregex: ['^bad login from <HOST>( port \\d+)?$']");
+    for (line, host, ip) in [
+        ("bad login from 198.18.0.7", "198.18.0.7", "198.18.0.7"),
+        ("bad login from 2001:db8::7", "2001:db8::7", "2001:db8::7"),
+        (
+            "bad login from [2001:db8::7] port 22",
+            "2001:db8::7",
+            "2001:db8::7",
+        ),
+        (
+            "bad login from ::ffff:198.18.0.9",
+            "::ffff:198.18.0.9",
+            "198.18.0.9",
+        ),
+        ("bad login from ::1", "::1", "::1"),
+    ] {
+        let x = fail(flt.match_line(line, NOW));
+        assert_eq!(x.host, host, "{line}");
+        assert_eq!(x.ip, ip.parse::<IpAddr>().unwrap(), "{line}");
+        assert_eq!(x.time, None);
+    }
+    // Hostnames and non-addresses are never failures.
+    assert_eq!(
+        flt.match_line("bad login from example.com", NOW),
+        LineMatch::Miss
+    );
+    assert_eq!(
+        flt.match_line("bad login from 999.1.1.1", NOW),
+        LineMatch::Miss
+    );
+}
+
+#[test]
+fn user_id_and_addr_tags() {
+    let flt = f(r"
+failregex:
+  - '^auth fail user=<F-USER>\S+</F-USER> id=<F-ID>\w+</F-ID> rip=<ADDR>$'
+  - '^pam ruser=<F-ALT_USER>\S*</F-ALT_USER> rhost=<HOST>(?: user=<F-USER>\S+</F-USER>)?$'
+");
+    let x = fail(flt.match_line("auth fail user=bob id=ab12 rip=198.18.0.7", NOW));
+    assert_eq!(x.user.as_deref(), Some("bob"));
+    assert_eq!(x.id.as_deref(), Some("ab12"));
+    assert_eq!(x.failregex, 0);
+    let x = fail(flt.match_line("pam ruser=alt rhost=198.18.0.7", NOW));
+    assert_eq!((x.failregex, x.user.as_deref()), (1, Some("alt")));
+    let x = fail(flt.match_line("pam ruser=alt rhost=198.18.0.7 user=real", NOW));
+    assert_eq!(x.user.as_deref(), Some("real"));
+}
+
+#[test]
+fn date_is_cut_before_anchored_failregex() {
+    let flt = f("failregex: ['^ host sshd\\[\\d+\\]: Failed password for \\S+ from <HOST>']");
+    let x = fail(flt.match_line(
+        "Nov 22 04:16:03 host sshd[7]: Failed password for root from 198.18.0.7",
+        NOW,
+    ));
+    let day = date::days_from_civil(2026, 11, 22) * 86400;
+    assert_eq!(x.time, Some(day + 4 * 3600 + 16 * 60 + 3));
+    // A mid-line date (access log) is cut too; what is left around it is joined.
+    let acc = f(r#"failregex: ['^<HOST> - - \[\] "GET /admin']"#);
+    let x = fail(acc.match_line(
+        r#"198.18.0.7 - - [22/Nov/2026:04:16:03 +0000] "GET /admin HTTP/1.1" 404 1"#,
+        NOW,
+    ));
+    assert_eq!(x.time, Some(day + 4 * 3600 + 16 * 60 + 3));
+    // No date: still matched, time None.
+    let x = fail(acc.match_line(r#"198.18.0.7 - - [] "GET /admin HTTP/1.1""#, NOW));
+    assert_eq!(x.time, None);
+}
+
+#[test]
+fn prefregex_content() {
+    let flt = f(r"
+prefregex: '^%(__prefix_line)s<F-CONTENT>.+</F-CONTENT>$'
+vars: {_daemon: 'myd'}
+failregex:
+  - '^denied <F-USER>\w+</F-USER> from <HOST>$'
+");
+    let x = fail(flt.match_line("Nov 22 04:16:03 h myd[1]: denied bob from 198.18.0.7", NOW));
+    assert_eq!(x.user.as_deref(), Some("bob"));
+    // failregex is anchored on the content, not on the whole line.
+    assert_eq!(
+        flt.match_line(
+            "Nov 22 04:16:03 h myd[1]: x denied bob from 198.18.0.7",
+            NOW
+        ),
+        LineMatch::Miss
+    );
+    // The address may come from prefregex.
+    let p = f(r"
+prefregex: '^\S+ \[<HOST>\] <F-CONTENT>.+</F-CONTENT>$'
+failregex: ['^USER (?:\w+): no such user']
+");
+    let x = fail(p.match_line("ftp [198.18.0.8] USER x: no such user", NOW));
+    assert_eq!(x.host, "198.18.0.8");
+    assert!(
+        err("prefregex: 'x'\nfailregex: ['<HOST>']")
+            .message
+            .contains("F-CONTENT")
+    );
+}
+
+#[test]
+fn ignoreregex_and_nofail() {
+    let flt = f(r"
+failregex:
+  - '^Failed (?:<F-NOFAIL>publickey</F-NOFAIL>|\S+) for \S+ from <HOST>'
+ignoreregex:
+  - 'for trusted '
+");
+    assert!(matches!(
+        flt.match_line("Failed password for root from 198.18.0.7", NOW),
+        LineMatch::Failure(_)
+    ));
+    assert_eq!(
+        flt.match_line("Failed password for trusted from 198.18.0.7", NOW),
+        LineMatch::Ignored
+    );
+    assert_eq!(
+        flt.match_line("Failed publickey for root from 198.18.0.7", NOW),
+        LineMatch::Miss
+    );
+}
+
+const MODES: &str = r"
+failregex: ['^base <HOST>']
+ignoreregex: ['ignored']
+default_mode: normal
+modes:
+  normal: {}
+  more:
+    failregex: ['^more <HOST>']
+  only:
+    replace: true
+    failregex: ['^only <HOST>']
+";
+
+#[test]
+fn modes_add_or_replace() {
+    let n = f(MODES);
+    assert_eq!(n.mode(), Some("normal"));
+    assert!(matches!(
+        n.match_line("base 198.18.0.1", NOW),
+        LineMatch::Failure(_)
+    ));
+    assert_eq!(n.match_line("more 198.18.0.1", NOW), LineMatch::Miss);
+    let m = fm(MODES, "more");
+    assert_eq!(fail(m.match_line("more 198.18.0.1", NOW)).failregex, 1);
+    assert!(matches!(
+        m.match_line("base 198.18.0.1", NOW),
+        LineMatch::Failure(_)
+    ));
+    let o = fm(MODES, "only");
+    assert_eq!(o.match_line("base 198.18.0.1", NOW), LineMatch::Miss);
+    assert_eq!(fail(o.match_line("only 198.18.0.1", NOW)).failregex, 0);
+    // replace drops the base ignoreregex too.
+    assert!(matches!(
+        o.match_line("only 198.18.0.1 ignored", NOW),
+        LineMatch::Failure(_)
+    ));
+    let e = Filter::from_yaml(MODES, "t.yaml", "t", Some("nope")).unwrap_err();
+    assert!(
+        e.message.contains("normal, more, only") || e.message.contains("more"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_patterns_name_their_line() {
+    let e = err("description: x\nfailregex:\n  - '^ok <HOST>'\n  - '^bad ( <HOST>'\n");
+    assert_eq!((e.file.as_str(), e.line), ("t.yaml", Some(4)), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("t.yaml:4: failregex 1: bad regex"),
+        "{e}"
+    );
+    // Mode patterns are only compiled when the mode is chosen.
+    f("failregex: ['^x <HOST>']\nmodes:\n  m:\n    failregex:\n      - 'a'\n      - '(<HOST>'\n");
+    let e = Filter::from_yaml(
+        "failregex: ['^x <HOST>']\nmodes:\n  m:\n    failregex:\n      - 'a <HOST>'\n      - '(<HOST>'\n",
+        "t.yaml",
+        "t",
+        Some("m"),
+    )
+    .unwrap_err();
+    assert_eq!(e.line, Some(6), "{e}");
+    let e = err("failregex:\n  - '^no host here'\n");
+    assert_eq!(e.line, Some(2));
+    assert!(e.message.contains("<HOST>"), "{e}");
+    let e = err("failregex: ['<HOST>']\nignoreregex:\n  - '[z-a]'\n");
+    assert_eq!(e.line, Some(3), "{e}");
+    let e = err("failregex: ['<HOST>']\nbogus: 1\n");
+    assert_eq!(e.line, Some(2), "{e}");
+    assert!(e.message.contains("bogus"), "{e}");
+    let e = err("failregex: ['<HOST> %(nope)s']\n");
+    assert!(e.message.contains("nope"), "{e}");
+    let e = err("failregex: ['<HOST>']\ntimezone: Mars\n");
+    assert_eq!(e.line, Some(2), "{e}");
+    let e = err("failregex: []\n");
+    assert!(e.message.contains("at least one"), "{e}");
+}
+
+#[test]
+fn prefilter_literals() {
+    let flt = f(
+        "failregex:\n  - '^Failed password for \\S+ from <HOST>'\n  - '^Invalid user \\S+ from <HOST>'\n",
+    );
+    assert_eq!(flt.literals(), ["Failed password for ", "Invalid user "]);
+    // A pattern without a usable literal disables the prefilter (all lines are tried).
+    let flt = f("failregex:\n  - '^Failed password for \\S+ from <HOST>'\n  - '^(?:a|b) <HOST>'\n");
+    assert!(flt.literals().is_empty());
+    // The override is used as is.
+    let flt = f("failregex: ['^(?:a|b) <HOST>']\nliterals: [zz]\n");
+    assert_eq!(flt.literals(), ["zz"]);
+    assert_eq!(flt.match_line("a 198.18.0.1", NOW), LineMatch::Miss);
+    assert!(matches!(
+        flt.match_line_unfiltered("a 198.18.0.1", NOW),
+        LineMatch::Failure(_)
+    ));
+}
+
+#[test]
+fn spec_from_config() {
+    let v = |s: &str| serde_yaml::from_str::<serde_yaml::Value>(s).unwrap();
+    assert_eq!(
+        FilterSpec::from_config(&v("sshd")).unwrap(),
+        FilterSpec::Name("sshd".into())
+    );
+    assert_eq!(
+        FilterSpec::from_config(&v("/etc/f2b/filters/x.yaml")).unwrap(),
+        FilterSpec::Path("/etc/f2b/filters/x.yaml".into())
+    );
+    assert_eq!(
+        FilterSpec::from_config(&v("my.yaml")).unwrap(),
+        FilterSpec::Path("my.yaml".into())
+    );
+    assert!(matches!(
+        FilterSpec::from_config(&v("failregex: ['<HOST>']")).unwrap(),
+        FilterSpec::Inline(_)
+    ));
+    assert!(FilterSpec::from_config(&v("bad name")).is_err());
+    assert!(FilterSpec::from_config(&v("[1]")).is_err());
+    let inline = FilterSpec::from_config(&v("failregex: ['^x <HOST>']")).unwrap();
+    let flt = Filter::load(&inline, None).unwrap();
+    assert!(matches!(
+        flt.match_line("x 198.18.0.1", NOW),
+        LineMatch::Failure(_)
+    ));
+    let e = Filter::load(
+        &FilterSpec::from_config(&v("failregex: ['(']")).unwrap(),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().starts_with("inline filter: failregex 0"),
+        "{e}"
+    );
+}
+
+#[test]
+fn stock_and_operator_dir() {
+    for name in stock::names() {
+        Filter::load(&FilterSpec::Name(name.into()), None)
+            .unwrap_or_else(|e| panic!("stock {name}: {e}"));
+    }
+    let e = Filter::load(&FilterSpec::Name("nope".into()), None).unwrap_err();
+    assert!(e.message.contains("sshd"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sshd.yaml"),
+        "failregex: ['^mine <HOST>']\n",
+    )
+    .unwrap();
+    let flt = Filter::load_from(&FilterSpec::Name("sshd".into()), None, Some(dir.path())).unwrap();
+    assert!(matches!(
+        flt.match_line("mine 198.18.0.1", NOW),
+        LineMatch::Failure(_)
+    ));
+    // Names never escape the directory.
+    assert!(Filter::load_from(&FilterSpec::Name("../x".into()), None, Some(dir.path())).is_err());
+}

@@ -1,0 +1,435 @@
+//! Unit tests on real files in temp directories.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::file::{LogSource, PollStats, SourceOptions, StartAt};
+use super::waiter::{Backend, Waiter};
+use crate::store::FilePos;
+
+fn append(path: &Path, data: &[u8]) {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(data).unwrap();
+}
+
+fn opts(start_at: StartAt) -> SourceOptions {
+    SourceOptions {
+        start_at,
+        rotate_wait: Duration::ZERO,
+        ..SourceOptions::default()
+    }
+}
+
+fn source(paths: &[&Path], start_at: StartAt, saved: Vec<(String, FilePos)>) -> LogSource {
+    let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    LogSource::new(&paths, opts(start_at), saved).unwrap()
+}
+
+fn lines(src: &mut LogSource) -> (Vec<String>, PollStats) {
+    let mut out = Vec::new();
+    let st = src.poll(&mut |_, l| out.push(l.to_string())).unwrap();
+    (out, st)
+}
+
+fn saved(src: &LogSource) -> Vec<(String, FilePos)> {
+    src.checkpoints()
+        .into_iter()
+        .filter_map(|(p, pos)| pos.map(|pos| (p, pos)))
+        .collect()
+}
+
+#[test]
+fn tail_head_and_partial_lines() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.log");
+    append(&p, b"old 1\nold 2\nhalf");
+    let mut tail = source(&[&p], StartAt::Tail, vec![]);
+    let mut head = source(&[&p], StartAt::Head, vec![]);
+    assert_eq!(lines(&mut head).0, ["old 1", "old 2"]);
+    // Tail starts after the last newline: the line being written is read whole.
+    assert!(lines(&mut tail).0.is_empty());
+    append(&p, b" done\nnext par");
+    assert_eq!(lines(&mut tail).0, ["half done"]);
+    assert_eq!(lines(&mut head).0, ["half done"]);
+    assert_eq!(
+        head.checkpoints()[0].1.unwrap().offset,
+        "old 1\nold 2\nhalf done\n".len() as u64
+    );
+    append(&p, b"t\r\n");
+    assert_eq!(lines(&mut tail).0, ["next part"]);
+}
+
+#[test]
+fn long_lines_are_cut_counted_and_never_buffered() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.log");
+    fs::write(&p, b"").unwrap();
+    let o = SourceOptions {
+        start_at: StartAt::Head,
+        max_line: 10,
+        read_buffer: 7,
+        rotate_wait: Duration::ZERO,
+    };
+    let mut src = LogSource::new(&[p.display().to_string()], o, vec![]).unwrap();
+    append(&p, b"short\n0123456789ABCDEF");
+    let (l, st) = lines(&mut src);
+    assert_eq!(l, ["short"]);
+    assert_eq!(st.truncated_lines, 0);
+    append(&p, &[b'x'; 100_000]);
+    assert!(lines(&mut src).0.is_empty());
+    append(&p, b"\nexactly10!\n");
+    let (l, st) = lines(&mut src);
+    assert_eq!(l, ["0123456789", "exactly10!"]);
+    assert_eq!(st.truncated_lines, 1);
+    // A cut never ends in half a character.
+    append(&p, "123456789é and more\n".as_bytes());
+    assert_eq!(lines(&mut src).0, ["123456789"]);
+}
+
+#[test]
+fn long_line_inside_one_chunk() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.log");
+    fs::write(&p, b"").unwrap();
+    let o = SourceOptions {
+        start_at: StartAt::Head,
+        max_line: 4,
+        ..opts(StartAt::Head)
+    };
+    let mut src = LogSource::new(&[p.display().to_string()], o, vec![]).unwrap();
+    append(&p, b"abcdefgh\nab\n");
+    let (l, st) = lines(&mut src);
+    assert_eq!(l, ["abcd", "ab"]);
+    assert_eq!(st.truncated_lines, 1);
+}
+
+#[test]
+fn invalid_utf8_is_read_lossily() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.log");
+    fs::write(&p, b"").unwrap();
+    let mut src = source(&[&p], StartAt::Head, vec![]);
+    append(&p, b"user \xff\xfe from 192.0.2.1\nok \xc3\xa9\n");
+    assert_eq!(
+        lines(&mut src).0,
+        ["user \u{fffd}\u{fffd} from 192.0.2.1", "ok é"]
+    );
+}
+
+#[test]
+fn rename_and_create_drains_the_old_file_first() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.log");
+    append(&p, b"1\n");
+    let mut src = source(&[&p], StartAt::Head, vec![]);
+    assert_eq!(lines(&mut src).0, ["1"]);
+    append(&p, b"2\n3");
+    fs::rename(&p, d.path().join("a.log.1")).unwrap();
+    append(&p, b"4\n");
+    let (l, st) = lines(&mut src);
+    assert_eq!(l, ["2", "4"]);
+    assert_eq!(st.rotations, 1);
+    // The unfinished "3" of the old file stays unfinished; the new file is followed.
+    append(&p, b"5\n");
+    assert_eq!(lines(&mut src).0, ["5"]);
+}
+
+#[test]
+fn rotated_file_is_followed_for_rotate_wait() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.log");
+    append(&p, b"");
+    let o = SourceOptions {
+        rotate_wait: Duration::from_secs(60),
+        ..opts(StartAt::Head)
+    };
+    let mut src = LogSource::new(&[p.display().to_string()], o, vec![]).unwrap();
+    let old = d.path().join("a.log.1");
+    fs::rename(&p, &old).unwrap();
+    append(&p, b"new 1\n");
+    assert_eq!(lines(&mut src).0, ["new 1"]);
+    // A writer that has not reopened yet still writes to the renamed file.
+    append(&old, b"late\n");
+    let (l, st) = lines(&mut src);
+    assert_eq!(l, ["late"]);
+    assert_eq!(st.files, 2);
+}
+
+#[test]
+fn copytruncate_and_truncate_restart_at_zero() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.log");
+    append(&p, b"a 1\na 2\n");
+    let mut src = source(&[&p], StartAt::Head, vec![]);
+    assert_eq!(lines(&mut src).0.len(), 2);
+    // copytruncate: copy away, truncate in place, the writer goes on at the start.
+    fs::copy(&p, d.path().join("a.log.1")).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&p, b"b 1\n");
+    let (l, st) = lines(&mut src);
+    assert_eq!(l, ["b 1"]);
+    assert_eq!(st.truncations, 1);
+    assert_eq!(st.rotations, 0);
+    // Truncated and rewritten past the old offset before we looked: the first bytes differ.
+    fs::write(&p, b"c 1 is a longer line than before\n").unwrap();
+    let (l, st) = lines(&mut src);
+    assert_eq!(l, ["c 1 is a longer line than before"]);
+    assert_eq!(st.truncations, 1);
+}
+
+#[test]
+fn delete_and_recreate_drains_by_descriptor() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.log");
+    append(&p, b"1\n");
+    let mut src = source(&[&p], StartAt::Head, vec![]);
+    assert_eq!(lines(&mut src).0, ["1"]);
+    append(&p, b"2\n");
+    fs::remove_file(&p).unwrap();
+    let (l, st) = lines(&mut src);
+    assert_eq!(l, ["2"]);
+    assert_eq!(st.rotations, 1);
+    // A literal path that is gone keeps a marker, so its next file is read from the start.
+    let cp = src.checkpoints();
+    assert_eq!(cp.len(), 1);
+    assert_eq!(cp[0].1.unwrap().ino, 0);
+    append(&p, b"3\n");
+    assert_eq!(lines(&mut src).0, ["3"]);
+}
+
+#[test]
+fn glob_picks_up_new_files_and_forgets_gone_ones() {
+    let d = tempfile::tempdir().unwrap();
+    let pat = format!("{}/logs/*.log", d.path().display());
+    let mut src = LogSource::new(&[pat.clone()], opts(StartAt::Tail), vec![]).unwrap();
+    // The directory does not exist yet: its parent is watched.
+    assert_eq!(src.watch_dirs(), [d.path().to_path_buf()]);
+    fs::create_dir(d.path().join("logs")).unwrap();
+    append(&d.path().join("logs/x.log"), b"x1\n");
+    append(&d.path().join("logs/x.txt"), b"no\n");
+    let mut got = Vec::new();
+    src.poll(&mut |p, l| got.push((p.to_string(), l.to_string())))
+        .unwrap();
+    // A file that appears after the start is read from its beginning.
+    assert_eq!(
+        got,
+        [(format!("{}/logs/x.log", d.path().display()), "x1".into())]
+    );
+    assert!(src.watch_dirs().contains(&d.path().join("logs")));
+    append(&d.path().join("logs/y.log"), b"y1\n");
+    assert_eq!(lines(&mut src).0, ["y1"]);
+    fs::remove_file(d.path().join("logs/x.log")).unwrap();
+    lines(&mut src);
+    let cp = src.checkpoints();
+    assert!(cp.contains(&(pat.clone(), Some(super::file::MARKER))));
+    assert!(cp.contains(&(format!("{}/logs/x.log", d.path().display()), None)));
+    lines(&mut src);
+    assert!(!src.checkpoints().iter().any(|(p, _)| p.ends_with("x.log")));
+}
+
+#[test]
+fn glob_over_rotated_names_does_not_read_twice() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.log");
+    append(&p, b"1\n");
+    let pat = format!("{}/a.log*", d.path().display());
+    let mut src = LogSource::new(&[pat], opts(StartAt::Head), vec![]).unwrap();
+    assert_eq!(lines(&mut src).0, ["1"]);
+    append(&p, b"2\n");
+    fs::rename(&p, d.path().join("a.log.1")).unwrap();
+    append(&p, b"3\n");
+    let mut l = lines(&mut src).0;
+    l.sort();
+    assert_eq!(l, ["2", "3"]);
+}
+
+#[test]
+fn resume_from_checkpoint_reads_what_was_written_while_down() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.log");
+    append(&p, b"1\n");
+    let mut src = source(&[&p], StartAt::Tail, vec![]);
+    append(&p, b"2\n3");
+    assert_eq!(lines(&mut src).0, ["2"]);
+    let cp = saved(&src);
+    drop(src);
+    append(&p, b"\n4\n");
+    // Saved positions win over StartAt::Tail.
+    let mut src = source(&[&p], StartAt::Tail, cp);
+    assert_eq!(lines(&mut src).0, ["3", "4"]);
+    let cp = saved(&src);
+    drop(src);
+    // Rotated (renamed) while down: the old file is found by inode and drained first.
+    append(&p, b"5\n");
+    fs::rename(&p, d.path().join("a.log.1")).unwrap();
+    append(&p, b"6\n");
+    let mut src = source(&[&p], StartAt::Tail, cp);
+    assert_eq!(lines(&mut src).0, ["5", "6"]);
+    let cp = saved(&src);
+    drop(src);
+    // Deleted while down: the new file at the path is read from its start.
+    fs::remove_file(&p).unwrap();
+    append(&p, b"7\n");
+    let mut src = source(&[&p], StartAt::Tail, cp);
+    assert_eq!(lines(&mut src).0, ["7"]);
+    let cp = saved(&src);
+    drop(src);
+    // Truncated while down, then written again: read from the start.
+    fs::write(&p, b"").unwrap();
+    append(&p, b"8\n");
+    let mut src = source(&[&p], StartAt::Tail, cp);
+    assert_eq!(lines(&mut src).0, ["8"]);
+    let cp = saved(&src);
+    drop(src);
+    // Shorter than the saved offset but the same first bytes: a truncation, counted.
+    fs::write(&p, b"").unwrap();
+    let mut src = source(&[&p], StartAt::Tail, cp.clone());
+    let (l, _) = lines(&mut src);
+    assert!(l.is_empty());
+    drop(src);
+    let big: String = (0..200).map(|i| format!("line {i:04}\n")).collect();
+    fs::write(&p, &big).unwrap();
+    let mut src = source(&[&p], StartAt::Head, vec![]);
+    assert_eq!(lines(&mut src).0.len(), 200);
+    let cp = saved(&src);
+    drop(src);
+    OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(1100)
+        .unwrap();
+    let mut src = source(&[&p], StartAt::Tail, cp);
+    let (l, st) = lines(&mut src);
+    assert_eq!(st.truncations, 1);
+    assert_eq!(l.len(), 110);
+}
+
+#[test]
+fn missing_file_at_start_then_restart_reads_from_start() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.log");
+    let src = source(&[&p], StartAt::Tail, vec![]);
+    let cp = saved(&src);
+    assert_eq!(cp.len(), 1, "a marker for the missing path");
+    drop(src);
+    append(&p, b"while down\n");
+    let mut src = source(&[&p], StartAt::Tail, cp);
+    assert_eq!(lines(&mut src).0, ["while down"]);
+}
+
+#[test]
+fn inode_reuse_with_other_content_is_a_new_file() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.log");
+    append(&p, b"first file line 1\nfirst file line 2\n");
+    let mut src = source(&[&p], StartAt::Head, vec![]);
+    assert_eq!(lines(&mut src).0.len(), 2);
+    let cp = saved(&src);
+    drop(src);
+    // Same device and inode, other first bytes, and longer than the saved offset: only the
+    // fingerprint tells it is not the file that was saved.
+    fs::write(
+        &p,
+        b"second file, a different first line that is longer\nanother line\n",
+    )
+    .unwrap();
+    let mut src = source(&[&p], StartAt::Tail, cp);
+    assert_eq!(
+        lines(&mut src).0,
+        [
+            "second file, a different first line that is longer",
+            "another line"
+        ]
+    );
+}
+
+#[test]
+fn fingerprint_grows_with_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.log");
+    append(&p, b"x\n");
+    let mut src = source(&[&p], StartAt::Head, vec![]);
+    lines(&mut src);
+    assert_eq!(src.checkpoints()[0].1.unwrap().fingerprint_len, 2);
+    append(&p, &[b'y'; 3000]);
+    lines(&mut src);
+    let pos = src.checkpoints()[0].1.unwrap();
+    assert_eq!(pos.fingerprint_len, 1024);
+    assert_eq!(pos.offset, 2);
+}
+
+#[test]
+fn saved_positions_of_removed_logpaths_are_forgotten() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.log");
+    let stale = FilePos {
+        dev: 1,
+        ino: 2,
+        fingerprint: 3,
+        fingerprint_len: 4,
+        offset: 5,
+    };
+    let src = source(&[&p], StartAt::Tail, vec![("/old/path.log".into(), stale)]);
+    assert!(src.checkpoints().contains(&("/old/path.log".into(), None)));
+}
+
+#[test]
+fn waiter_inotify_sees_creation_and_writes() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.log");
+    let mut w = Waiter::new(Backend::Inotify, Duration::from_secs(1)).unwrap();
+    let src = source(&[&p], StartAt::Tail, vec![]);
+    w.watch(&src.watch_dirs()).unwrap();
+    assert!(!w.wait(Duration::from_millis(20)).unwrap());
+    append(&p, b"x\n");
+    assert!(w.wait(Duration::from_secs(5)).unwrap());
+    assert!(!w.wait(Duration::from_millis(20)).unwrap());
+    append(&p, b"y\n");
+    assert!(w.wait(Duration::from_secs(5)).unwrap());
+    fs::rename(&p, d.path().join("a.log.1")).unwrap();
+    assert!(w.wait(Duration::from_secs(5)).unwrap());
+}
+
+#[test]
+fn waiter_watches_nearest_existing_dir_until_the_log_dir_exists() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("sub/a.log");
+    let mut w = Waiter::new(Backend::Auto, Duration::from_secs(1)).unwrap();
+    let mut src = source(&[&p], StartAt::Tail, vec![]);
+    w.watch(&src.watch_dirs()).unwrap();
+    assert_eq!(w.dirs(), [d.path().to_path_buf()]);
+    fs::create_dir(d.path().join("sub")).unwrap();
+    assert!(w.wait(Duration::from_secs(5)).unwrap());
+    lines(&mut src);
+    w.watch(&src.watch_dirs()).unwrap();
+    assert_eq!(w.dirs(), [d.path().join("sub")]);
+    append(&p, b"hello\n");
+    assert!(w.wait(Duration::from_secs(5)).unwrap());
+    assert_eq!(lines(&mut src).0, ["hello"]);
+}
+
+#[test]
+fn waiter_polling_ticks_on_its_interval() {
+    let mut w = Waiter::new(Backend::Polling, Duration::from_millis(30)).unwrap();
+    assert_eq!(w.backend(), Backend::Polling);
+    w.watch(&[PathBuf::from("/nonexistent")]).unwrap();
+    assert!(w.wait(Duration::from_secs(1)).unwrap());
+    assert!(!w.wait(Duration::from_millis(5)).unwrap());
+    let t = std::time::Instant::now();
+    assert!(w.wait(Duration::from_secs(1)).unwrap());
+    assert!(t.elapsed() < Duration::from_millis(500));
+    assert_eq!("polling".parse::<Backend>(), Ok(Backend::Polling));
+    assert!("epoll".parse::<Backend>().is_err());
+}

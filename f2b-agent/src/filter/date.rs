@@ -304,7 +304,13 @@ fn parse_iso(b: &[u8], i: usize) -> Option<(Fields, usize)> {
     if !matches!(byte_at(b, i + 10), b'T' | b' ') {
         return None;
     }
-    let mut e = parse_hms(b, i + 11, &mut f)?;
+    // MariaDB pads a one-digit hour with a second space: `2026-11-22  4:16:03`.
+    let t = if byte_at(b, i + 10) == b' ' && byte_at(b, i + 11) == b' ' {
+        i + 12
+    } else {
+        i + 11
+    };
+    let mut e = parse_hms(b, t, &mut f)?;
     if let Some((off, used)) = parse_offset(b, e) {
         f.offset = Some(off);
         e += used;
@@ -337,20 +343,22 @@ fn parse_slash_ymd(b: &[u8], i: usize) -> Option<(Fields, usize)> {
     valid(&f).then_some((f, e))
 }
 
-/// Apache/nginx access log: `22/Nov/2026:04:16:03 +0000`.
+/// Apache/nginx access log `22/Nov/2026:04:16:03 +0000`; BIND and Roundcube
+/// `22-Nov-2026 04:16:03.123`, `22-Nov-2026 04:16:03 +0000`.
 fn parse_access(b: &[u8], i: usize) -> Option<(Fields, usize)> {
     let mut f = Fields::default();
     let (d, j) = digits12(b, i)?;
     f.day = d;
-    if byte_at(b, j) != b'/' {
+    let sep = byte_at(b, j);
+    if sep != b'/' && sep != b'-' {
         return None;
     }
     f.month = month(b, j + 1)?;
-    if byte_at(b, j + 4) != b'/' {
+    if byte_at(b, j + 4) != sep {
         return None;
     }
     f.year = Some(i64::from(digits(b, j + 5, 4)?));
-    if byte_at(b, j + 9) != b':' {
+    if !matches!(byte_at(b, j + 9), b':' | b' ') {
         return None;
     }
     let mut e = parse_hms(b, j + 10, &mut f)?;
@@ -807,6 +815,11 @@ mod tests {
         let (s, v) = find("2026/11/22 04:16:03 [error] 12#12: *3 x").unwrap();
         assert_eq!(s, "2026/11/22 04:16:03");
         assert_eq!(v, t("2026-11-22T04:16:03Z"));
+        let (s, v) = find("22-Nov-2026 04:16:03.123 security: x").unwrap();
+        assert_eq!(s, "22-Nov-2026 04:16:03.123");
+        assert_eq!(v, t("2026-11-22T04:16:03Z"));
+        let (s, _) = find("[22-Nov-2026 04:16:03 UTC]: <x> y").unwrap();
+        assert_eq!(s, "22-Nov-2026 04:16:03 UTC");
         let (s, v) = find("261122  4:16:03 [Warning] x").unwrap();
         assert_eq!(s, "261122  4:16:03");
         assert_eq!(v, t("2026-11-22T04:16:03Z"));

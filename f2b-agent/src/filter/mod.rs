@@ -176,7 +176,7 @@ struct Compiled {
     alt_user: Vec<usize>,
     id: Vec<usize>,
     nofail: Vec<usize>,
-    content: Option<usize>,
+    content: Vec<usize>,
 }
 
 impl Compiled {
@@ -187,7 +187,7 @@ impl Compiled {
             alt_user: vec![],
             id: vec![],
             nofail: vec![],
-            content: None,
+            content: vec![],
             re: regex,
         };
         for (i, name) in c.re.capture_names().enumerate() {
@@ -201,7 +201,7 @@ impl Compiled {
                 Role::AltUser => c.alt_user.push(i),
                 Role::Id => c.id.push(i),
                 Role::NoFail => c.nofail.push(i),
-                Role::Content => c.content = Some(i),
+                Role::Content => c.content.push(i),
             }
         }
         c
@@ -445,7 +445,7 @@ impl Filter {
             None => None,
             Some((p, o)) => {
                 let (c, _) = loader.compile(p, &o)?;
-                if c.content.is_none() {
+                if c.content.is_empty() {
                     return Err(loader.err(&o, "needs <F-CONTENT>...</F-CONTENT>"));
                 }
                 Some(c)
@@ -632,7 +632,7 @@ impl Filter {
                 if p.re.captures_read(l, text).is_none() {
                     return LineMatch::Miss;
                 }
-                let Some((a, b)) = p.content.and_then(|g| l.get(g)) else {
+                let Some((a, b)) = p.content.iter().find_map(|&g| l.get(g)) else {
                     return LineMatch::Miss;
                 };
                 pref_locs = Some(l);

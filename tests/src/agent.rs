@@ -419,9 +419,23 @@ impl Agent {
         run_bounded(self.ctl_command(args), CTL_TIMEOUT)
     }
 
-    /// Like [`Agent::ctl`], run as `uid`/`gid` with no supplementary groups.
+    /// Like [`Agent::ctl`], run as `uid`/`gid` with no supplementary groups. The binary is
+    /// run from a copy in the agent's (world-readable) temp dir: the checkout it was built in
+    /// may sit under a directory that user cannot enter (e.g. /root).
     pub fn ctl_as(&self, uid: u32, gid: u32, args: &[&str]) -> Result<CtlOutput> {
-        let mut cmd = self.ctl_command(args);
+        let copy = self.dir.path().join("f2b-ctl");
+        if !copy.exists() {
+            std::fs::copy(&self.bins.ctl, &copy).with_context(|| {
+                format!("copying {} for a non-root run", self.bins.ctl.display())
+            })?;
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
+        }
+        let mut cmd = Command::new(&copy);
+        if let Some((sub, rest)) = args.split_first() {
+            cmd.arg(sub).arg("--socket").arg(&self.socket).args(rest);
+        }
+        // Not below a directory the user cannot read either.
+        cmd.current_dir("/");
         // SAFETY: setgroups/setgid/setuid are async-signal-safe; nothing is allocated.
         unsafe {
             cmd.pre_exec(move || {

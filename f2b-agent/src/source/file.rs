@@ -89,7 +89,12 @@ pub(crate) const MARKER: FilePos = FilePos {
     offset: 0,
 };
 
+/// FNV-1a, stable across builds and versions (it is persisted); 0 for no bytes, as
+/// [`FilePos`] documents for an empty file.
 fn fnv1a(bytes: &[u8]) -> u64 {
+    if bytes.is_empty() {
+        return 0;
+    }
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         h ^= u64::from(b);
@@ -134,8 +139,6 @@ struct Tail {
     partial: Vec<u8>,
     /// Drop bytes up to the next newline (started in the middle of an overlong line).
     discard: bool,
-    /// (size, mtime s, mtime ns) at the last identity check: unchanged means nothing to do.
-    seen: Option<(u64, i64, i64)>,
     /// Set when the file left its path: followed until then, for late writers.
     deadline: Option<Instant>,
 }
@@ -152,7 +155,6 @@ impl Tail {
             read_pos: 0,
             partial: Vec::new(),
             discard: false,
-            seen: None,
             deadline: None,
         }
     }
@@ -190,13 +192,10 @@ impl Tail {
     /// bytes than the fingerprint, means truncated (copytruncate, `> file`, rewritten): start
     /// over at 0. Grows the fingerprint. Returns the size to read up to.
     fn refresh(&mut self, stats: &mut PollStats) -> io::Result<u64> {
-        let md = self.file.metadata()?;
-        let size = md.len();
-        let stamp = (size, md.mtime(), md.mtime_nsec());
-        if self.seen == Some(stamp) {
-            return Ok(size);
-        }
-        self.seen = Some(stamp);
+        // Checked on every poll, not only when size or mtime changed: mtime is only as fine as
+        // the kernel's coarse clock, so a truncate and a rewrite to the same size can leave
+        // both unchanged. Reading 1 KiB from the page cache is cheap.
+        let size = self.file.metadata()?.len();
         let mut buf = [0u8; FINGERPRINT_MAX];
         let want = size.min(FINGERPRINT_MAX as u64) as usize;
         let n = if self.fp_len > 0 || want > 0 {
@@ -212,7 +211,7 @@ impl Tail {
             self.seek(0);
         }
         if truncated || n > fp_len {
-            self.fp = if n == 0 { 0 } else { fnv1a(&buf[..n]) };
+            self.fp = fnv1a(&buf[..n]);
             self.fp_len = n as u32;
         }
         Ok(size)

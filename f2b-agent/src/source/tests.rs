@@ -212,7 +212,7 @@ fn delete_and_recreate_drains_by_descriptor() {
 fn glob_picks_up_new_files_and_forgets_gone_ones() {
     let d = tempfile::tempdir().unwrap();
     let pat = format!("{}/logs/*.log", d.path().display());
-    let mut src = LogSource::new(&[pat.clone()], opts(StartAt::Tail), vec![]).unwrap();
+    let mut src = LogSource::new(std::slice::from_ref(&pat), opts(StartAt::Tail), vec![]).unwrap();
     // The directory does not exist yet: its parent is watched.
     assert_eq!(src.watch_dirs(), [d.path().to_path_buf()]);
     fs::create_dir(d.path().join("logs")).unwrap();

@@ -128,6 +128,10 @@ pub enum Command {
     /// Make the agent reread its configuration.
     Reload,
 
+    /// Test a filter on a log file or one line, offline (no agent needed), like
+    /// fail2ban-regex. With --json: one object per matched line.
+    Regex(crate::regex::RegexArgs),
+
     /// Stop the agent. Bans stay enforced by the XDP program unless --detach.
     Stop {
         /// Also detach the XDP program and remove the pinned maps: enforcement ends.
@@ -137,10 +141,11 @@ pub enum Command {
 }
 
 impl Command {
-    /// The request this command sends. Addresses go in normalised form (host bits cleared,
-    /// IPv4-mapped IPv6 as IPv4), each once, in the order given.
-    pub fn to_request(&self) -> Request {
-        match self {
+    /// The request this command sends (None for `regex`, which runs offline). Addresses go
+    /// in normalised form (host bits cleared, IPv4-mapped IPv6 as IPv4), each once, in the
+    /// order given.
+    pub fn to_request(&self) -> Option<Request> {
+        Some(match self {
             Command::Ping => Request::Ping {},
             Command::Status { jail } => Request::Status { jail: jail.clone() },
             Command::Ban {
@@ -163,7 +168,8 @@ impl Command {
             Command::Stats => Request::Stats {},
             Command::Reload => Request::Reload {},
             Command::Stop { detach } => Request::Stop { detach: *detach },
-        }
+            Command::Regex(_) => return None,
+        })
     }
 }
 
@@ -219,7 +225,7 @@ mod tests {
     }
 
     fn req(args: &[&str]) -> Request {
-        parse(args).unwrap().command.to_request()
+        parse(args).unwrap().command.to_request().unwrap()
     }
 
     fn usage_err(args: &[&str]) -> clap::Error {
@@ -368,6 +374,28 @@ mod tests {
         assert!(e.contains("--time") && e.contains("10x"), "{e}");
         usage_err(&["ban", "198.18.0.7", "--time", "0s"]);
         usage_err(&["ping", "--timeout", "permanent"]);
+    }
+
+    #[test]
+    fn regex_is_offline() {
+        let cli = parse(&[
+            "regex",
+            "/var/log/auth.log",
+            "sshd",
+            "--mode",
+            "aggressive",
+            "--json",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        let Command::Regex(a) = &cli.command else {
+            panic!("{:?}", cli.command)
+        };
+        assert_eq!(a.input, "/var/log/auth.log");
+        assert_eq!(a.filter, "sshd");
+        assert_eq!(a.mode.as_deref(), Some("aggressive"));
+        assert_eq!(cli.command.to_request(), None);
+        usage_err(&["regex", "only-one-arg"]);
     }
 
     #[test]

@@ -5,11 +5,14 @@
 //! ([`client`]) and prints the answer for a person ([`output`], [`table`]) or, with `--json`,
 //! as the response's `data` for a script. Nothing is sent before every argument is valid.
 //!
+//! `regex` is the exception: it runs the agent's filter engine offline ([`regex`]).
+//!
 //! Exit codes: 0 ok, 1 the agent refused, 2 usage error, 3 the agent cannot be reached.
 
 pub mod cli;
 pub mod client;
 pub mod output;
+pub mod regex;
 pub mod table;
 
 use std::io::Write;
@@ -25,7 +28,13 @@ pub const EXIT_UNREACHABLE: u8 = 3;
 
 /// Runs a parsed command line against the agent; returns the process exit code.
 pub fn run(cli: &Cli, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
-    let req = cli.command.to_request();
+    let Some(req) = cli.command.to_request() else {
+        // The only command that does not talk to the agent.
+        return match &cli.command {
+            cli::Command::Regex(args) => regex::run(args, cli.json, stdout, stderr),
+            _ => EXIT_USAGE,
+        };
+    };
     let client = Client::new(cli.socket_path(), cli.timeout);
     let data = match client.call(&req) {
         Ok(d) => d,

@@ -62,6 +62,8 @@ fn try_render(cmd: &Command, data: &Value, now: u64) -> Result<Rendered, String>
         Command::List { jail } => Rendered::text(list(&decode(data)?, jail.as_deref(), now)),
         Command::Stats => Rendered::text(stats(&decode(data)?)),
         Command::Reload => Rendered::text(reload(data)),
+        // Runs offline and prints for itself (crate::regex); never rendered from an answer.
+        Command::Regex(_) => Rendered::text(String::new()),
         Command::Stop { detach } => {
             let what = if *detach {
                 "stopping; the XDP program is detached and the pinned maps removed: bans are no longer enforced"

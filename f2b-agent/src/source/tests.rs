@@ -433,3 +433,183 @@ fn waiter_polling_ticks_on_its_interval() {
     assert_eq!("polling".parse::<Backend>(), Ok(Backend::Polling));
     assert!("epoll".parse::<Backend>().is_err());
 }
+
+mod journal {
+    use std::borrow::Cow;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant, UNIX_EPOCH};
+
+    use super::super::StartAt;
+    use super::super::journal::{
+        JournalConfig, JournalError, JournalSource, parse_entry, parse_matches,
+    };
+
+    #[test]
+    fn parses_entries() {
+        let e = parse_entry(
+            br#"{"__CURSOR":"s=1;i=2","__REALTIME_TIMESTAMP":"1700000000123456","MESSAGE":"Failed password for root from 192.0.2.7 port 22 ssh2","_PID":"42"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.cursor, "s=1;i=2");
+        assert_eq!(
+            e.time,
+            UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456)
+        );
+        assert_eq!(
+            e.message.as_deref(),
+            Some("Failed password for root from 192.0.2.7 port 22 ssh2")
+        );
+        assert!(matches!(e.message, Some(Cow::Borrowed(_))));
+        // Not UTF-8 in the journal: an array of bytes.
+        let e =
+            parse_entry(br#"{"__CURSOR":"c","__REALTIME_TIMESTAMP":"1","MESSAGE":[104,105,255]}"#)
+                .unwrap();
+        assert_eq!(e.message.as_deref(), Some("hi\u{fffd}"));
+        // Too big for journalctl (null) or absent.
+        let e =
+            parse_entry(br#"{"__CURSOR":"c","__REALTIME_TIMESTAMP":"1","MESSAGE":null}"#).unwrap();
+        assert_eq!(e.message, None);
+        let e = parse_entry(br#"{"__CURSOR":"c","__REALTIME_TIMESTAMP":"1"}"#).unwrap();
+        assert_eq!(e.message, None);
+        assert!(parse_entry(br#"{"MESSAGE":"no cursor"}"#).is_err());
+        assert!(parse_entry(br#"{"__CURSOR":"c","__REALTIME_TIMESTAMP":"x"}"#).is_err());
+        assert!(parse_entry(b"not json").is_err());
+    }
+
+    #[test]
+    fn matches_cannot_become_options() {
+        assert_eq!(
+            parse_matches("_SYSTEMD_UNIT=sshd.service + _COMM=sshd").unwrap(),
+            ["_SYSTEMD_UNIT=sshd.service", "+", "_COMM=sshd"]
+        );
+        for bad in [
+            "--file=/etc/shadow",
+            "-n",
+            "unit=sshd",
+            "=x",
+            "1X=y",
+            "SYSLOG_IDENTIFIER",
+        ] {
+            assert_eq!(
+                parse_matches(bad),
+                Err(JournalError::BadMatch(bad.to_string()))
+            );
+        }
+        assert_eq!(parse_matches("  "), Err(JournalError::Empty));
+        assert_eq!(parse_matches("+"), Err(JournalError::Empty));
+    }
+
+    #[test]
+    fn arguments_follow_cursor_and_start() {
+        let mut cfg = JournalConfig::new(vec!["_SYSTEMD_UNIT=sshd.service".into()]);
+        let args = |s: &JournalSource| -> Vec<String> {
+            s.args()
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect()
+        };
+        let tail = JournalSource::new(cfg.clone(), None);
+        assert_eq!(
+            args(&tail),
+            [
+                "-o",
+                "json",
+                "-f",
+                "-q",
+                "--lines=0",
+                "_SYSTEMD_UNIT=sshd.service"
+            ]
+        );
+        cfg.start_at = StartAt::Head;
+        let head = JournalSource::new(cfg.clone(), None);
+        assert!(args(&head).contains(&"--no-tail".to_string()));
+        let resumed = JournalSource::new(cfg, Some("s=abc;i=9".into()));
+        let a = args(&resumed);
+        assert!(a.contains(&"--after-cursor=s=abc;i=9".to_string()));
+        assert!(a.contains(&"--no-tail".to_string()));
+    }
+
+    /// journald is not running on the build machine, so a script stands in for journalctl:
+    /// it records its arguments and prints what `journalctl -o json` prints, then exits, which
+    /// also exercises the restart with the last cursor.
+    #[test]
+    fn follows_a_journalctl_child_and_restarts_it_with_the_cursor() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("args");
+        let script = d.path().join("journalctl");
+        let long = "x".repeat(100);
+        std::fs::write(
+            &script,
+            format!(
+                r#"#!/bin/sh
+echo "$@" >> {log}
+n=$(wc -l < {log})
+if [ "$n" = 1 ]; then
+  printf '%s\n' '{{"__CURSOR":"c1","__REALTIME_TIMESTAMP":"1000000","MESSAGE":"first"}}'
+  printf '%s' '{{"__CURSOR":"c2","__REALTIME_TIMESTAMP":"2000000","_PID":"1"'
+  sleep 0.1
+  printf '%s\n' '}}'
+  printf '%s\n' '{{"__CURSOR":"c3","__REALTIME_TIMESTAMP":"3000000","MESSAGE":"{long}"}}'
+  printf '%s\n' 'garbage'
+else
+  printf '%s\n' '{{"__CURSOR":"c4","__REALTIME_TIMESTAMP":"4000000","MESSAGE":"after restart"}}'
+  sleep 30
+fi
+"#,
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut cfg = JournalConfig::new(vec!["_SYSTEMD_UNIT=sshd.service".into()]);
+        cfg.journalctl = script;
+        cfg.max_line = 13;
+        let mut src = JournalSource::new(cfg, None);
+        let mut got = Vec::new();
+        let (mut truncated, mut bad) = (0, 0);
+        let start = Instant::now();
+        while got.len() < 3 && start.elapsed() < Duration::from_secs(20) {
+            let st = src
+                .poll(Duration::from_millis(200), &mut |m, t| {
+                    got.push((m.to_string(), t))
+                })
+                .unwrap();
+            truncated += st.truncated_lines;
+            bad += st.bad_entries;
+        }
+        let at = |s| UNIX_EPOCH + Duration::from_secs(s);
+        assert_eq!(
+            got,
+            [
+                ("first".to_string(), at(1)),
+                ("x".repeat(13), at(3)),
+                ("after restart".to_string(), at(4)),
+            ]
+        );
+        assert_eq!(truncated, 1);
+        assert_eq!(bad, 1);
+        assert_eq!(src.cursor(), Some("c4"));
+        let args = std::fs::read_to_string(&log).unwrap();
+        let runs: Vec<&str> = args.lines().collect();
+        assert_eq!(runs.len(), 2);
+        assert!(runs[0].contains("--lines=0"), "{}", runs[0]);
+        assert!(
+            runs[1].contains("--no-tail --after-cursor=c3 _SYSTEMD_UNIT=sshd.service"),
+            "{}",
+            runs[1]
+        );
+        // Dropping the source ends the child (it would otherwise sleep 30 s).
+        drop(src);
+    }
+
+    #[test]
+    fn missing_journalctl_is_an_error_and_retried() {
+        let mut cfg = JournalConfig::new(vec!["_COMM=sshd".into()]);
+        cfg.journalctl = "/nonexistent/journalctl".into();
+        let mut src = JournalSource::new(cfg, None);
+        let e = src.poll(Duration::ZERO, &mut |_, _| {}).unwrap_err();
+        assert!(e.to_string().contains("cannot start"), "{e}");
+        // Backoff: an immediate second poll does not spin on spawning.
+        assert!(src.poll(Duration::ZERO, &mut |_, _| {}).unwrap().spawns == 0);
+    }
+}

@@ -710,13 +710,7 @@ mod tests {
 
     fn t(s: &str) -> i64 {
         // RFC 3339 UTC test helper built on the same civil arithmetic.
-        let b = s.as_bytes();
-        let mut f = Fields::default();
-        let (f2, _) = parse_iso(b, 0).unwrap();
-        f = Fields {
-            offset: f2.offset,
-            ..f2
-        };
+        let (f, _) = parse_iso(s.as_bytes(), 0).unwrap();
         to_unix(f.year.unwrap(), &f, UTC)
     }
 

@@ -93,6 +93,8 @@ fn supplementary_groups(pid: i32) -> Vec<u32> {
 
 pub struct Control {
     pub manager: Arc<Mutex<BanManager>>,
+    /// Log readers of the detecting jails, replaced on reload.
+    pub runners: Mutex<Vec<crate::runner::Runner>>,
     /// Woken whenever bans change, so the expiry timer re-reads its next deadline.
     pub bans_changed: Arc<Notify>,
     pub stop: watch::Sender<Option<StopKind>>,
@@ -102,6 +104,25 @@ pub struct Control {
 }
 
 impl Control {
+    /// Handles the jail readers need.
+    pub fn runner_shared(&self) -> crate::runner::Shared {
+        crate::runner::Shared {
+            manager: self.manager.clone(),
+            bans_changed: self.bans_changed.clone(),
+        }
+    }
+
+    /// Stops every jail reader (shutdown).
+    pub fn stop_runners(&self) {
+        let runners = match self.runners.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(_) => return,
+        };
+        for r in runners {
+            r.stop();
+        }
+    }
+
     fn may_change(&self, uid: u32, gid: u32, pid: Option<i32>) -> bool {
         if uid == 0 {
             return true;
@@ -206,6 +227,12 @@ impl Control {
                         return Response::err(format!("reload refused, running config kept: {e}"));
                     }
                 };
+                let prepared = match crate::runner::prepare(&cfg) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return Response::err(format!("reload refused, running config kept: {e}"));
+                    }
+                };
                 let gid = match &cfg.control_group {
                     Some(g) => match group_gid(g) {
                         Some(gid) => Some(gid),
@@ -222,6 +249,24 @@ impl Control {
                     .await
                     .and_then(|x| x);
                 if r.is_ok() {
+                    let me = self.clone();
+                    let swapped = tokio::task::spawn_blocking(move || {
+                        let shared = me.runner_shared();
+                        let mut guard = me
+                            .runners
+                            .lock()
+                            .map_err(|_| "runners poisoned".to_string())?;
+                        let running = std::mem::take(&mut *guard);
+                        *guard = crate::runner::reconcile(running, prepared, &shared)
+                            .map_err(|e| e.to_string())?;
+                        Ok::<(), String>(())
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|x| x);
+                    if let Err(e) = swapped {
+                        log::error!("reload: restarting jail readers: {e}");
+                    }
                     if let Ok(mut g) = self.control_gid.lock() {
                         *g = gid;
                     }

@@ -14,6 +14,7 @@ pub mod control;
 pub mod filter;
 pub mod jail;
 pub mod kernel;
+pub mod runner;
 pub mod source;
 pub mod store;
 pub mod testrun;

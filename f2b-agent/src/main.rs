@@ -105,7 +105,10 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         let _ = init_logging(None);
-        return match overrides.load() {
+        return match overrides.load().map_err(|e| e.to_string()).and_then(|c| {
+            f2b_agent::runner::prepare(&c)?;
+            Ok(c)
+        }) {
             Ok(c) => {
                 println!(
                     "{}: configuration is valid ({} jails)",
@@ -180,6 +183,8 @@ async fn run(overrides: Overrides) -> Result<()> {
         env!("CARGO_PKG_VERSION"),
         cfg.source
     );
+    // Filters are part of the config: a bad one stops the start before anything changes.
+    let prepared = f2b_agent::runner::prepare(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
     let t0 = Instant::now();
     let store = Store::open(&cfg.database)?;
     let kernel = Kernel::load(&cfg.pin_dir, cfg.maps)?;
@@ -211,9 +216,15 @@ async fn run(overrides: Overrides) -> Result<()> {
 
     let listener = bind_socket(&cfg.socket, cfg.socket_mode, control_gid)?;
     log::info!("control socket {}", cfg.socket.display());
+    let (action_tx, _action_worker) = f2b_agent::actions::spawn_worker()?;
+    mgr.set_action_sink(action_tx);
+    for jail in cfg.jails.keys() {
+        mgr.emit("start", jail, "", "", 0, "");
+    }
     let (stop_tx, stop_rx) = watch::channel(None);
     let ctl = Arc::new(Control {
         manager: Arc::new(Mutex::new(mgr)),
+        runners: Mutex::new(Vec::new()),
         bans_changed: Arc::new(Notify::new()),
         stop: stop_tx,
         overrides,
@@ -222,6 +233,16 @@ async fn run(overrides: Overrides) -> Result<()> {
     });
     let server = tokio::spawn(control::serve(listener, ctl.clone(), stop_rx.clone()));
     let timer = tokio::spawn(expiry_timer(ctl.clone(), stop_rx.clone()));
+    {
+        let shared = ctl.runner_shared();
+        let mut runners = Vec::new();
+        for p in prepared {
+            runners.push(f2b_agent::runner::spawn(p, shared.clone())?);
+        }
+        if let Ok(mut g) = ctl.runners.lock() {
+            *g = runners;
+        }
+    }
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -232,6 +253,15 @@ async fn run(overrides: Overrides) -> Result<()> {
         r = stop_rx2.wait_for(|k| k.is_some()) => r.ok().and_then(|k| *k).unwrap_or(StopKind::Keep),
     };
     let _ = ctl.stop.send(Some(kind));
+    {
+        let c = ctl.clone();
+        let _ = tokio::task::spawn_blocking(move || c.stop_runners()).await;
+    }
+    if let Ok(m) = ctl.manager.lock() {
+        for jail in m.config().jails.keys() {
+            m.emit("stop", jail, "", "", 0, "");
+        }
+    }
     let _ = server.await;
     let _ = timer.await;
     let _ = std::fs::remove_file(&cfg.socket);

@@ -108,6 +108,8 @@ impl Store {
             txn.open_table(BANS).map_err(|e| db_err("open bans", e))?;
             txn.open_table(HISTORY)
                 .map_err(|e| db_err("open history", e))?;
+            txn.open_table(POSITIONS)
+                .map_err(|e| db_err("open positions", e))?;
         }
         txn.commit().map_err(|e| db_err("commit", e))
     }

@@ -1,0 +1,266 @@
+//! Detection at run time: one OS thread per jail that reads logs. The thread owns its source,
+//! filter and failure counter, so the per-line path (read -> prefilter/regex -> count) is
+//! plain synchronous code with no lock; it takes the ban manager's lock once per batch of
+//! lines, to ban what crossed maxretry and commit the read positions with those bans.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+
+use crate::bans::BanManager;
+use crate::clock::unix_now;
+use crate::config::{Backend, Config, JailConfig, StartAt};
+use crate::filter::{Filter, FilterSpec, LineMatch};
+use crate::jail::{FailManager, Ticket};
+use crate::source::{self, JournalConfig, JournalSource, LogSource, SourceOptions, Waiter};
+
+/// How long a reader waits for a change before it looks at the stop flag again.
+const TICK: Duration = Duration::from_millis(200);
+
+/// A jail's filter, loaded and checked.
+pub struct Prepared {
+    pub jail: JailConfig,
+    pub filter: Filter,
+}
+
+/// Loads the filter of every enabled jail that reads logs. Any error refuses the whole
+/// config (at start and on reload): `jail NAME: file:line: message`.
+pub fn prepare(cfg: &Config) -> Result<Vec<Prepared>, String> {
+    let mut out = Vec::new();
+    for jail in cfg.jails.values().filter(|j| j.detects()) {
+        let Some(spec) = &jail.filter else { continue };
+        let spec = FilterSpec::from_config(spec).map_err(|e| format!("jail {}: {e}", jail.name))?;
+        let filter = Filter::load_from(&spec, jail.mode.as_deref(), cfg.filters_dir.as_deref())
+            .map_err(|e| format!("jail {}: {e}", jail.name))?;
+        out.push(Prepared {
+            jail: jail.clone(),
+            filter,
+        });
+    }
+    Ok(out)
+}
+
+/// A running reader thread.
+pub struct Runner {
+    pub jail: JailConfig,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Runner {
+    /// Asks the thread to stop and waits for it (it finishes its current batch first).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Shared handles a reader needs.
+#[derive(Clone)]
+pub struct Shared {
+    pub manager: Arc<Mutex<BanManager>>,
+    pub bans_changed: Arc<Notify>,
+}
+
+pub fn spawn(p: Prepared, shared: Shared) -> io::Result<Runner> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let jail = p.jail.clone();
+    let flag = stop.clone();
+    let handle = std::thread::Builder::new()
+        .name(format!("jail-{}", jail.name))
+        .spawn(move || {
+            let name = p.jail.name.clone();
+            let r = if p.jail.backend == Backend::Journal {
+                run_journal(p, &shared, &flag)
+            } else {
+                run_files(p, &shared, &flag)
+            };
+            if let Err(e) = r {
+                log::error!("[{name}] reader stopped: {e}");
+            }
+        })?;
+    Ok(Runner {
+        jail,
+        stop,
+        handle: Some(handle),
+    })
+}
+
+fn lock(shared: &Shared) -> io::Result<std::sync::MutexGuard<'_, BanManager>> {
+    shared
+        .manager
+        .lock()
+        .map_err(|_| io::Error::other("ban manager poisoned"))
+}
+
+/// Hands one batch to the ban manager; wakes the expiry timer when bans were made.
+fn flush(
+    shared: &Shared,
+    jail: &str,
+    tickets: Vec<Ticket>,
+    positions: &[(String, String, Option<crate::store::FilePos>)],
+    fails: &FailManager,
+) -> io::Result<()> {
+    let bans = lock(shared)?.jail_batch(jail, tickets, positions, fails.stats());
+    if !bans.is_empty() {
+        shared.bans_changed.notify_one();
+    }
+    Ok(())
+}
+
+fn run_files(p: Prepared, shared: &Shared, stop: &AtomicBool) -> io::Result<()> {
+    let jail = &p.jail;
+    let saved = lock(shared)?
+        .store()
+        .positions(&jail.name)
+        .map_err(io::Error::other)?;
+    let opts = SourceOptions {
+        start_at: match jail.start {
+            StartAt::Head => source::StartAt::Head,
+            StartAt::Tail => source::StartAt::Tail,
+        },
+        max_line: jail.maxlinelen,
+        ..SourceOptions::default()
+    };
+    let mut src = LogSource::new(&jail.logpath, opts, saved)?;
+    let backend = match jail.backend {
+        Backend::Inotify => source::Backend::Inotify,
+        Backend::Polling => source::Backend::Polling,
+        Backend::Auto | Backend::Journal => source::Backend::Auto,
+    };
+    let mut waiter = Waiter::new(backend, source::waiter::DEFAULT_POLL_INTERVAL)?;
+    let mut fails = FailManager::new(jail.maxretry, jail.findtime, jail.max_tracked);
+    log::info!(
+        "[{}] reading {} with filter {} ({:?} backend)",
+        jail.name,
+        jail.logpath.join(", "),
+        p.filter.name(),
+        waiter.backend()
+    );
+    let mut first = true;
+    while !stop.load(Ordering::Relaxed) {
+        if !first {
+            waiter.wait(TICK)?;
+        }
+        first = false;
+        let now = unix_now() as i64;
+        let mut tickets = Vec::new();
+        let stats = src.poll(&mut |_path, line| {
+            if let LineMatch::Failure(f) = p.filter.match_line(line, now)
+                && let Some(t) =
+                    fails.add_failure(f.ip, f.time.unwrap_or(now), now, f.user.as_deref())
+            {
+                tickets.push(t);
+            }
+        })?;
+        waiter.watch(&src.watch_dirs())?;
+        if stats.truncated_lines > 0 {
+            log::warn!(
+                "[{}] {} over-long lines cut to {} bytes",
+                jail.name,
+                stats.truncated_lines,
+                jail.maxlinelen
+            );
+        }
+        if stats.lines == 0 && tickets.is_empty() && stats.rotations == 0 && stats.truncations == 0
+        {
+            continue;
+        }
+        let positions: Vec<_> = src
+            .checkpoints()
+            .into_iter()
+            .map(|(path, pos)| (jail.name.clone(), path, pos))
+            .collect();
+        flush(shared, &jail.name, tickets, &positions, &fails)?;
+    }
+    Ok(())
+}
+
+fn run_journal(p: Prepared, shared: &Shared, stop: &AtomicBool) -> io::Result<()> {
+    let jail = &p.jail;
+    let key = format!("journal:{}", jail.name);
+    let cursor = lock(shared)?
+        .store()
+        .meta_get(&key)
+        .map_err(io::Error::other)?;
+    let expr = jail.journalmatch.clone().unwrap_or_default();
+    let matches = source::journal::parse_matches(&expr).map_err(io::Error::other)?;
+    let mut cfg = JournalConfig::new(matches);
+    cfg.max_line = jail.maxlinelen;
+    cfg.start_at = match jail.start {
+        StartAt::Head => source::StartAt::Head,
+        StartAt::Tail => source::StartAt::Tail,
+    };
+    let mut src = JournalSource::new(cfg, cursor);
+    let mut fails = FailManager::new(jail.maxretry, jail.findtime, jail.max_tracked);
+    log::info!(
+        "[{}] following the journal ({expr}) with filter {}",
+        jail.name,
+        p.filter.name()
+    );
+    while !stop.load(Ordering::Relaxed) {
+        let now = unix_now() as i64;
+        let mut tickets = Vec::new();
+        let r = src.poll(TICK, &mut |line, when| {
+            let t = when
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(now);
+            if let LineMatch::Failure(f) = p.filter.match_line(line, now)
+                && let Some(tk) =
+                    fails.add_failure(f.ip, f.time.unwrap_or(t), now, f.user.as_deref())
+            {
+                tickets.push(tk);
+            }
+        });
+        match r {
+            Ok(st) if st.lines == 0 && tickets.is_empty() => continue,
+            Ok(_) => {}
+            Err(e) => {
+                log::warn!("[{}] journal: {e}", jail.name);
+                continue;
+            }
+        }
+        flush(shared, &jail.name, tickets, &[], &fails)?;
+        if let Some(c) = src.cursor() {
+            lock(shared)?
+                .store()
+                .meta_set(&key, c)
+                .map_err(io::Error::other)?;
+        }
+    }
+    Ok(())
+}
+
+/// The readers for a config: keeps the running ones whose jail did not change, stops the
+/// others, starts the new ones.
+pub fn reconcile(
+    running: Vec<Runner>,
+    want: Vec<Prepared>,
+    shared: &Shared,
+) -> io::Result<Vec<Runner>> {
+    let mut keep = Vec::new();
+    let mut want = want;
+    for r in running {
+        match want.iter().position(|p| p.jail == r.jail) {
+            Some(i) => {
+                want.remove(i);
+                keep.push(r);
+            }
+            None => {
+                log::info!("[{}] reader stopped (jail changed or removed)", r.jail.name);
+                r.stop();
+            }
+        }
+    }
+    for p in want {
+        keep.push(spawn(p, shared.clone())?);
+    }
+    Ok(keep)
+}

@@ -1,0 +1,265 @@
+//! Detection end to end: failure lines appended to a log file the agent watches turn into a
+//! ban in the kernel map, and packets from that source are dropped in the edge namespace.
+//! Restarts resume exactly where reading stopped; command actions never run text from a log.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use f2b_integration::netns::{ATTACKER_V4, EDGE_IF, EDGE_V4};
+use f2b_integration::traffic::{ping, ping_answered};
+use f2b_integration::{Fixture, TestConfig, skip_unless_capable};
+use serde_json::Value;
+
+/// The test config of the other namespace tests plus a jail `sshd` reading `{dir}/auth.log`.
+fn config(jail_extra: &str) -> String {
+    let base = TestConfig::default().render();
+    format!(
+        "{base}  sshd:\n    filter: sshd\n    logpath: [\"{{dir}}/auth.log\"]\n    maxretry: 3\n    findtime: 10m\n    bantime: 10m\n{jail_extra}"
+    )
+}
+
+fn start(tag: &str, cfg: String) -> Result<Fixture> {
+    // The log exists before the agent starts, so the jail starts at its (empty) end.
+    Fixture::start_with(tag, &TestConfig::default(), |o| o.config = Some(cfg))
+}
+
+fn log_path(fx: &Fixture) -> PathBuf {
+    fx.agent.dir().join("auth.log")
+}
+
+/// Appends sshd "Failed password" lines stamped now, in one write each.
+fn fail(path: &Path, ip: &str, user: &str, n: usize) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    for i in 0..n {
+        let now = chrono_like_syslog_now();
+        writeln!(
+            f,
+            "{now} edge sshd[{}]: Failed password for invalid user {user} from {ip} port {} ssh2",
+            4000 + i,
+            50000 + i
+        )?;
+    }
+    Ok(())
+}
+
+/// `Nov 22 04:16:03` for the current UTC time (the test machines run in UTC).
+fn chrono_like_syslog_now() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%b %e %H:%M:%S"])
+        .output();
+    match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).trim_end().to_string(),
+        Err(_) => "Jan  1 00:00:00".into(),
+    }
+}
+
+/// Waits (bounded) until `cond` holds on `status sshd --json`.
+fn wait_status(fx: &Fixture, what: &str, cond: impl Fn(&Value) -> bool) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = fx.agent.ctl_json(&["status", "sshd"])?;
+        let jail = v["jails"].get(0).cloned().unwrap_or(Value::Null);
+        if cond(&jail) {
+            return Ok(jail);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}; last status: {jail}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn edge() -> IpAddr {
+    EDGE_V4.parse().expect("edge address")
+}
+
+#[test]
+fn failure_lines_ban_and_the_source_is_dropped() -> Result<()> {
+    skip_unless_capable!("failure_lines_ban_and_the_source_is_dropped");
+    let fx = start("det-ban", config(""))?;
+    let log = log_path(&fx);
+    std::fs::write(&log, "")?;
+    fx.agent.ctl(&["reload"])?;
+    fail(&log, ATTACKER_V4, "admin", 2)?;
+    wait_status(&fx, "2 failures counted", |j| j["failed_total"] == 2)?;
+    assert!(
+        fx.agent.banned()?.is_empty(),
+        "two failures must not ban (maxretry 3)"
+    );
+    let before = fx.agent.counters()?;
+    let p = ping_answered(&fx.net.attacker, edge(), None, 3, Duration::from_secs(5))?;
+    assert_eq!(p.received, 3, "not banned yet: {p}");
+
+    fail(&log, ATTACKER_V4, "admin", 1)?;
+    let j = wait_status(&fx, "the ban", |j| j["banned_now"] == 1)?;
+    assert_eq!(j["banned"], serde_json::json!([ATTACKER_V4]));
+    assert_eq!(j["failed_total"], 3);
+    assert_eq!(j["files"], serde_json::json!([log.display().to_string()]));
+    let p = ping(&fx.net.attacker, edge(), None, 5)?;
+    assert_eq!(p.received, 0, "banned by the jail: {p}");
+    let after = fx.agent.counters()?;
+    assert!(
+        after.delta(&before, "dropped_exact_v4") >= 5,
+        "XDP dropped the pings"
+    );
+    let list = fx.agent.ctl_json(&["list"])?;
+    assert_eq!(list["bans"][0]["jail"], "sshd");
+    fx.pass()
+}
+
+#[test]
+fn restart_mid_stream_reads_each_line_once() -> Result<()> {
+    skip_unless_capable!("restart_mid_stream_reads_each_line_once");
+    let mut fx = start("det-restart", config(""))?;
+    let log = log_path(&fx);
+    // 198.18.0.2 is banned from the log, then unbanned by hand.
+    fail(&log, ATTACKER_V4, "root", 3)?;
+    wait_status(&fx, "first ban", |j| j["banned_now"] == 1)?;
+    assert_eq!(fx.agent.ctl(&["unban", ATTACKER_V4])?.code, 0);
+    // One failure of .9 before the crash, two while the agent is down.
+    fail(&log, "198.18.0.9", "guest", 1)?;
+    wait_status(&fx, "4 failures", |j| j["failed_total"] == 4)?;
+    fx.agent.sigkill()?;
+    fail(&log, "198.18.0.9", "guest", 2)?;
+    fx.agent.restart()?;
+    // The two lines written while down are read (and nothing before them is read again:
+    // .2's old failures would ban it a second time).
+    wait_status(&fx, "lines written while down", |j| j["failed_total"] == 2)?;
+    assert!(
+        fx.agent.banned()?.is_empty(),
+        "no old line reread, .9 has 2 failures since the restart"
+    );
+    // The third failure of .9 after the restart bans it: counting goes on from the new lines.
+    fail(&log, "198.18.0.9", "guest", 1)?;
+    wait_status(&fx, "ban of .9", |j| j["banned_now"] == 1)?;
+    assert_eq!(fx.agent.banned()?, vec!["198.18.0.9".to_string()]);
+    // A clean restart (SIGTERM) rereads nothing either.
+    fx.agent.sigterm_and_wait(Duration::from_secs(20))?;
+    fx.agent.restart()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let j = wait_status(&fx, "status after restart", |_| true)?;
+    assert_eq!(
+        j["failed_total"], 0,
+        "nothing reread after a clean restart: {j}"
+    );
+    fx.pass()
+}
+
+#[test]
+fn bantime_increment_survives_a_restart() -> Result<()> {
+    skip_unless_capable!("bantime_increment_survives_a_restart");
+    let mut fx = start(
+        "det-incr",
+        config("    bantime_increment: {enabled: true, factor: 1, maxtime: 1d}\n"),
+    )?;
+    let log = log_path(&fx);
+    fail(&log, ATTACKER_V4, "root", 3)?;
+    wait_status(&fx, "first ban", |j| j["banned_now"] == 1)?;
+    let first = fx.agent.ctl_json(&["list"])?["bans"][0].clone();
+    assert_eq!(first["ban_count"], 1);
+    fx.agent.ctl(&["unban", ATTACKER_V4])?;
+    fx.agent.sigkill()?;
+    fx.agent.restart()?;
+    fail(&log, ATTACKER_V4, "root", 3)?;
+    wait_status(&fx, "second ban", |j| j["banned_now"] == 1)?;
+    let second = fx.agent.ctl_json(&["list"])?["bans"][0].clone();
+    assert_eq!(second["ban_count"], 2, "{second}");
+    let len = |b: &Value| -> Result<u64> {
+        Ok(b["until"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("no until: {b}"))?
+            - b["since"].as_u64().ok_or_else(|| anyhow!("no since"))?)
+    };
+    assert_eq!(len(&first)?, 600);
+    assert_eq!(len(&second)?, 1200, "second ban lasts bantime * 2");
+    fx.pass()
+}
+
+#[test]
+fn hostile_user_names_never_become_commands() -> Result<()> {
+    skip_unless_capable!("hostile_user_names_never_become_commands");
+    let scratch = tempfile::Builder::new().prefix("f2b-pwn-").tempdir()?;
+    let pwned = scratch.path().join("pwned");
+    let actions = scratch.path().join("actions.log");
+    let jail = format!(
+        "    maxretry: 1\n    actions:\n      - xdp\n      - command:\n          ban: \"printf '%s|%s\\\\n' <ip> <user> >> {a}\"\n          shell: true\n      - command:\n          ban: \"/bin/echo <user>\"\n",
+        a = actions.display()
+    )
+    .replace("    maxretry: 3\n", "");
+    let cfg = config("").replace("    maxretry: 3\n", "") + &jail;
+    let fx = start("det-hostile", cfg)?;
+    let log = log_path(&fx);
+    let p = pwned.display();
+    let names = [
+        format!("$(touch${{IFS}}{p})"),
+        format!("`touch${{IFS}}{p}`"),
+        format!(";touch${{IFS}}{p};"),
+    ];
+    for (i, n) in names.iter().enumerate() {
+        fail(&log, &format!("198.18.0.{}", 20 + i), n, 1)?;
+    }
+    wait_status(&fx, "three bans", |j| j["banned_now"] == 3)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let t = std::fs::read_to_string(&actions).unwrap_or_default();
+        if t.lines().count() >= 3 || Instant::now() > deadline {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for (i, n) in names.iter().enumerate() {
+        let want = format!("198.18.0.{}|{n}", 20 + i);
+        assert!(
+            text.lines().any(|l| l == want),
+            "action got {want:?} verbatim; log:\n{text}"
+        );
+    }
+    assert!(!pwned.exists(), "a user name from the log ran a command");
+    fx.pass()
+}
+
+#[test]
+fn reload_keeps_bans_and_refuses_a_broken_config() -> Result<()> {
+    skip_unless_capable!("reload_keeps_bans_and_refuses_a_broken_config");
+    let fx = start("det-reload", config(""))?;
+    let cfg_path = fx.agent.dir().join("f2b.yaml");
+    let good = std::fs::read_to_string(&cfg_path)?;
+    assert_eq!(fx.agent.ctl(&["ban", ATTACKER_V4])?.code, 0);
+    // A broken file: refused with its line, the running config and the ban stay.
+    std::fs::write(&cfg_path, format!("{good}  bogus_key: 1\n"))?;
+    let out = fx.agent.ctl(&["reload"])?;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("f2b.yaml:") && out.stderr.contains("bogus_key"),
+        "{}",
+        out.stderr
+    );
+    let bad_filter = good.replace("filter: sshd", "filter: {failregex: ['(unclosed <HOST>']}");
+    std::fs::write(&cfg_path, bad_filter)?;
+    let out = fx.agent.ctl(&["reload"])?;
+    assert_eq!(out.code, 1, "a bad failregex is refused: {out:?}");
+    assert_eq!(fx.agent.banned()?, vec![ATTACKER_V4.to_string()]);
+    // A good change applies without dropping the ban: a longer maxretry for sshd.
+    std::fs::write(&cfg_path, good.replace("maxretry: 3", "maxretry: 4"))?;
+    assert_eq!(fx.agent.ctl(&["reload"])?.code, 0);
+    assert_eq!(fx.agent.banned()?, vec![ATTACKER_V4.to_string()]);
+    let p = ping(&fx.net.attacker, edge(), None, 3)?;
+    assert_eq!(p.received, 0, "the ban is still enforced after reload: {p}");
+    let log = log_path(&fx);
+    fail(&log, "198.18.0.30", "x", 3)?;
+    wait_status(&fx, "3 failures", |j| j["failed_total"] == 3)?;
+    assert!(
+        !fx.agent.banned()?.contains(&"198.18.0.30".to_string()),
+        "maxretry is 4 now"
+    );
+    fail(&log, "198.18.0.30", "x", 1)?;
+    wait_status(&fx, "ban with the new maxretry", |j| j["banned_now"] == 1)?;
+    let _ = EDGE_IF;
+    fx.pass()
+}

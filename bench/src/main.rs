@@ -132,9 +132,9 @@ fn not_measured(ctx: &mut Ctx) {
         "Not measured yet: detection not landed",
         &["comparison (issue 4)", "status", "why"],
     );
-    let why = "detection not landed: f2b-agent/src/filter and f2b-agent/src/source (log \
-               sources, filter engine) and the jail wiring from logs to bans are being built \
-               and are not on main yet";
+    let why = "detection not landed: the filter engine (f2b-agent/src/filter) and log \
+               sources (f2b-agent/src/source) are on main, but the agent does not yet wire \
+               sources -> filters -> jails -> bans; these comparisons wait for that wiring";
     for item in [
         "2. filter throughput: f2b filter lines/s vs fail2ban-regex vs grep -cE",
         "3. ban latency: failure line write() -> kernel map entry / first drop, vs fail2ban (pyinotify, polling)",

@@ -259,6 +259,41 @@ fn f2b_scale(ctx: &mut Ctx) -> Result<()> {
         .find(|l| l.contains("restored from the database"))
         .unwrap_or("")
         .to_string();
+    let rate_met = f64::from(total) / t_all_secs(insert_secs) >= 500_000.0;
+    let restore_met = enforced.is_some_and(|e| e <= 1.0);
+    let mut agent = agent;
+    if !rate_met {
+        ctx.progress(
+            "  profiling the agent during one more 50k-address f2b-ctl ban (insert target missed)",
+        );
+        let addrs: Vec<String> = (0..chunk).map(|i| addr6(total + 1000 + i)).collect();
+        let (r, prof) = profile(agent.pid(), d, || {
+            let mut args = vec!["ban", "--time", "1d"];
+            args.extend(addrs.iter().map(String::as_str));
+            ctl(&ctl_bin, &sock, &args)
+        });
+        r?;
+        ctx.notes.push((
+            "Profile: agent during a 50k-address `f2b-ctl ban` (insert target missed)".into(),
+            format!("`perf record -e cpu-clock -g -p AGENT` (no hardware PMU on this VM: `perf stat -e instructions` is not supported), `perf report --no-children --sort dso,symbol`, entries >= 1.5%:\n\n```\n{prof}\n```"),
+        ));
+    }
+    if !restore_met {
+        ctx.progress("  profiling a third agent start (restore target missed)");
+        let _ = ctl(&ctl_bin, &sock, &["stop", "--detach"])?;
+        agent.wait_exit(Duration::from_secs(60))?;
+        let _ = std::fs::remove_file(&sock);
+        let a3 = AgentProc::spawn(&topo.edge, &agent_bin, &config, &d.join("agent3.log"))?;
+        let (r, prof) = profile(a3.pid(), d, || {
+            wait_ping(&ctl_bin, &sock, Duration::from_secs(120))
+        });
+        r?;
+        ctx.notes.push((
+            "Profile: agent start restoring all bans (restore target missed)".into(),
+            format!("perf attached right after spawn (it misses the first ~300 ms), until the control socket answers; `perf report --no-children --sort dso,symbol`, entries >= 1.5%:\n\n```\n{prof}\n```"),
+        ));
+        drop(a3);
+    }
     drop(agent);
     drop(topo);
 
@@ -383,6 +418,69 @@ fn f2b_scale(ctx: &mut Ctx) -> Result<()> {
         }],
     });
     Ok(())
+}
+
+/// Samples `pid` with `perf record -e cpu-clock -g` (no hardware PMU on this VM) while `f`
+/// runs, and returns the top of `perf report` (or why there is no profile).
+fn profile<T>(pid: u32, dir: &Path, f: impl FnOnce() -> Result<T>) -> (Result<T>, String) {
+    let data = dir.join(format!("perf-{pid}.data"));
+    let child = Command::new("perf")
+        .args([
+            "record",
+            "-e",
+            "cpu-clock",
+            "-F",
+            "999",
+            "-g",
+            "-p",
+            &pid.to_string(),
+            "-o",
+        ])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else {
+        return (
+            f(),
+            "perf not available (apt-get install linux-perf)".into(),
+        );
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let r = f();
+    // SAFETY: SIGINT to the PID of our own perf child, which then writes its data and exits.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let _ = child.wait();
+    let out = Command::new("perf")
+        .args([
+            "report",
+            "--stdio",
+            "--no-children",
+            "--sort",
+            "dso,symbol",
+            "--percent-limit",
+            "1.5",
+            "-g",
+            "none",
+            "-i",
+        ])
+        .arg(&data)
+        .output();
+    let text = match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("perf report failed: {e}"),
+    };
+    (r, text)
+}
+
+fn t_all_secs(x: f64) -> f64 {
+    x.max(1e-9)
 }
 
 fn opt_f(x: Option<f64>) -> serde_json::Value {

@@ -42,8 +42,13 @@ enum Cmd {
     Demo,
     /// Everything CI checks: fmt, clippy (host and eBPF), unit, XDP verdict and namespace tests.
     Test,
-    /// Benchmarks (issue #4; not implemented yet).
-    Bench,
+    /// Benchmarks side by side with nftables, ipset, iptables and fail2ban: writes
+    /// bench/REPORT.md, bench/results.json and bench/*.png.
+    Bench {
+        /// Reduced set (smaller sizes, one round each), under 5 minutes.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() {
@@ -56,7 +61,7 @@ fn main() {
             .and_then(|()| build_release())
             .and_then(|()| demo::run()),
         Cmd::Test => setup::run().and_then(|()| test()),
-        Cmd::Bench => bench(),
+        Cmd::Bench { quick } => bench(quick),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");
@@ -127,11 +132,17 @@ fn run_agent(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn bench() -> Result<()> {
-    eprintln!(
-        "xtask bench: benchmarks are issue #4's work and do not exist yet; nothing was measured."
-    );
-    std::process::exit(2);
+fn bench(quick: bool) -> Result<()> {
+    setup::run()?;
+    // The scale section runs the release agent and f2b-ctl binaries.
+    build_release()?;
+    let mut c = cargo();
+    c.args(["run", "--release", "-p", "f2b-bench", "--"]);
+    if quick {
+        c.arg("--quick");
+    }
+    println!("==> {}", render(&c));
+    run_cmd(&mut c)
 }
 
 /// A command for the f2b-ebpf crate with the environment scrubbed of what the outer cargo

@@ -508,6 +508,7 @@ impl BanManager {
         jail_name: &str,
         tickets: Vec<Ticket>,
         positions: &[(String, String, Option<FilePos>)],
+        meta: &[(String, String)],
         stats: FailStats,
     ) -> Vec<JailBan> {
         self.jail_stats.insert(jail_name.to_string(), stats);
@@ -565,7 +566,7 @@ impl BanManager {
             planned.push((ip, ban, t, bantime));
         }
         let puts: Vec<(IpNet, StoredBan)> = planned.iter().map(|p| (p.0, p.1.clone())).collect();
-        if let Err(e) = self.store.commit(&puts, &[], positions) {
+        if let Err(e) = self.store.commit(&puts, &[], positions, meta) {
             // The bans stay enforced; the next start adopts them from the kernel maps.
             log::error!(
                 "[{jail_name}] committing {} bans and read positions: {e}",

@@ -231,8 +231,6 @@ async fn run(overrides: Overrides) -> Result<()> {
         control_gid: Mutex::new(control_gid),
         started: Instant::now(),
     });
-    let server = tokio::spawn(control::serve(listener, ctl.clone(), stop_rx.clone()));
-    let timer = tokio::spawn(expiry_timer(ctl.clone(), stop_rx.clone()));
     {
         let shared = ctl.runner_shared();
         let mut runners = Vec::new();
@@ -243,6 +241,8 @@ async fn run(overrides: Overrides) -> Result<()> {
             *g = runners;
         }
     }
+    let server = tokio::spawn(control::serve(listener, ctl.clone(), stop_rx.clone()));
+    let timer = tokio::spawn(expiry_timer(ctl.clone(), stop_rx.clone()));
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

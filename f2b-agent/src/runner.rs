@@ -69,6 +69,13 @@ pub struct Shared {
 }
 
 pub fn spawn(p: Prepared, shared: Shared) -> io::Result<Runner> {
+    // Files are opened and their starting positions committed before this returns, so that
+    // once the agent answers, a crash can no longer make a jail skip lines (a new jail starts
+    // at the end of its files, and that start is on disk).
+    let opened = match p.jail.backend {
+        Backend::Journal => None,
+        _ => Some(open_files(&p.jail, &shared)?),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let jail = p.jail.clone();
     let flag = stop.clone();
@@ -76,10 +83,9 @@ pub fn spawn(p: Prepared, shared: Shared) -> io::Result<Runner> {
         .name(format!("jail-{}", jail.name))
         .spawn(move || {
             let name = p.jail.name.clone();
-            let r = if p.jail.backend == Backend::Journal {
-                run_journal(p, &shared, &flag)
-            } else {
-                run_files(p, &shared, &flag)
+            let r = match opened {
+                None => run_journal(p, &shared, &flag),
+                Some(o) => run_files(p, o, &shared, &flag),
             };
             if let Err(e) = r {
                 log::error!("[{name}] reader stopped: {e}");
@@ -105,17 +111,19 @@ fn flush(
     jail: &str,
     tickets: Vec<Ticket>,
     positions: &[(String, String, Option<crate::store::FilePos>)],
+    meta: &[(String, String)],
     fails: &FailManager,
 ) -> io::Result<()> {
-    let bans = lock(shared)?.jail_batch(jail, tickets, positions, fails.stats());
+    let bans = lock(shared)?.jail_batch(jail, tickets, positions, meta, fails.stats());
     if !bans.is_empty() {
         shared.bans_changed.notify_one();
     }
     Ok(())
 }
 
-fn run_files(p: Prepared, shared: &Shared, stop: &AtomicBool) -> io::Result<()> {
-    let jail = &p.jail;
+type Checkpoints = Vec<(String, Option<crate::store::FilePos>)>;
+
+fn open_files(jail: &JailConfig, shared: &Shared) -> io::Result<(LogSource, Checkpoints)> {
     let saved = lock(shared)?
         .store()
         .positions(&jail.name)
@@ -128,7 +136,26 @@ fn run_files(p: Prepared, shared: &Shared, stop: &AtomicBool) -> io::Result<()> 
         max_line: jail.maxlinelen,
         ..SourceOptions::default()
     };
-    let mut src = LogSource::new(&jail.logpath, opts, saved)?;
+    let src = LogSource::new(&jail.logpath, opts, saved)?;
+    let cps = src.checkpoints();
+    let positions: Vec<_> = cps
+        .iter()
+        .map(|(path, pos)| (jail.name.clone(), path.clone(), *pos))
+        .collect();
+    lock(shared)?
+        .store()
+        .commit(&[], &[], &positions, &[])
+        .map_err(io::Error::other)?;
+    Ok((src, cps))
+}
+
+fn run_files(
+    p: Prepared,
+    (mut src, mut committed): (LogSource, Checkpoints),
+    shared: &Shared,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let jail = &p.jail;
     let backend = match jail.backend {
         Backend::Inotify => source::Backend::Inotify,
         Backend::Polling => source::Backend::Polling,
@@ -144,6 +171,8 @@ fn run_files(p: Prepared, shared: &Shared, stop: &AtomicBool) -> io::Result<()> 
         waiter.backend()
     );
     let mut first = true;
+    // `committed`: positions as last committed. A quiet poll that changed them (a file
+    // appeared or went away) is committed too, so a restart starts right.
     while !stop.load(Ordering::Relaxed) {
         if !first {
             waiter.wait(TICK)?;
@@ -168,16 +197,16 @@ fn run_files(p: Prepared, shared: &Shared, stop: &AtomicBool) -> io::Result<()> 
                 jail.maxlinelen
             );
         }
-        if stats.lines == 0 && tickets.is_empty() && stats.rotations == 0 && stats.truncations == 0
-        {
+        let cps = src.checkpoints();
+        if tickets.is_empty() && stats.lines == 0 && cps == committed {
             continue;
         }
-        let positions: Vec<_> = src
-            .checkpoints()
-            .into_iter()
-            .map(|(path, pos)| (jail.name.clone(), path, pos))
+        let positions: Vec<_> = cps
+            .iter()
+            .map(|(path, pos)| (jail.name.clone(), path.clone(), *pos))
             .collect();
-        flush(shared, &jail.name, tickets, &positions, &fails)?;
+        flush(shared, &jail.name, tickets, &positions, &[], &fails)?;
+        committed = cps;
     }
     Ok(())
 }
@@ -227,13 +256,13 @@ fn run_journal(p: Prepared, shared: &Shared, stop: &AtomicBool) -> io::Result<()
                 continue;
             }
         }
-        flush(shared, &jail.name, tickets, &[], &fails)?;
-        if let Some(c) = src.cursor() {
-            lock(shared)?
-                .store()
-                .meta_set(&key, c)
-                .map_err(io::Error::other)?;
-        }
+        // The cursor is committed in the same transaction as the bans its entries caused.
+        let meta: Vec<(String, String)> = src
+            .cursor()
+            .map(|c| (key.clone(), c.to_string()))
+            .into_iter()
+            .collect();
+        flush(shared, &jail.name, tickets, &[], &meta, &fails)?;
     }
     Ok(())
 }

@@ -159,7 +159,7 @@ impl Store {
     /// In one durable transaction: writes `puts` (and their ban counts into history) and deletes
     /// `dels`. Either all of it is on disk when this returns Ok, or none of it.
     pub fn apply(&self, puts: &[(IpNet, StoredBan)], dels: &[IpNet]) -> Result<(), StoreError> {
-        self.commit(puts, dels, &[])
+        self.commit(puts, dels, &[], &[])
     }
 
     /// Read positions saved for a jail: (path, position).
@@ -181,7 +181,8 @@ impl Store {
         Ok(out)
     }
 
-    /// [`Store::apply`] plus read positions `(jail, path, Some(pos) | None = forget)`, all in
+    /// [`Store::apply`] plus read positions `(jail, path, Some(pos) | None = forget)` and
+    /// metadata rows (e.g. a journal cursor), all in
     /// one transaction: the bans a batch of log lines caused and the position after those
     /// lines become durable together, so a restart neither rereads nor skips them.
     pub fn commit(
@@ -189,8 +190,16 @@ impl Store {
         puts: &[(IpNet, StoredBan)],
         dels: &[IpNet],
         positions: &[(String, String, Option<FilePos>)],
+        meta: &[(String, String)],
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| db_err("begin", e))?;
+        if !meta.is_empty() {
+            let mut t = txn.open_table(META).map_err(|e| db_err("open meta", e))?;
+            for (k, v) in meta {
+                t.insert(k.as_str(), v.as_str())
+                    .map_err(|e| db_err("write meta", e))?;
+            }
+        }
         if !positions.is_empty() {
             let mut t = txn
                 .open_table(POSITIONS)
@@ -318,6 +327,7 @@ mod tests {
                         Some(FilePos { offset: 5, ..p }),
                     ),
                 ],
+                &[],
             )
             .unwrap();
         }
@@ -332,6 +342,7 @@ mod tests {
             &[],
             &[],
             &[("sshd".into(), "/var/log/auth.log".into(), None)],
+            &[],
         )
         .unwrap();
         assert!(s.positions("sshd").unwrap().is_empty());

@@ -412,6 +412,7 @@ fn jail_batches_ban_commit_positions_and_increment_across_restart() {
                 ticket("198.18.9.9", 3),
             ],
             &positions,
+            &[],
             stats,
         );
         // Duplicate, loopback and allowlisted tickets are dropped; one ban results.
@@ -442,6 +443,7 @@ fn jail_batches_ban_commit_positions_and_increment_across_restart() {
     let bans = m.jail_batch(
         "grow",
         vec![ticket("198.18.0.7", 3)],
+        &[],
         &[],
         Default::default(),
     );

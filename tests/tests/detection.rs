@@ -263,3 +263,21 @@ fn reload_keeps_bans_and_refuses_a_broken_config() -> Result<()> {
     let _ = EDGE_IF;
     fx.pass()
 }
+
+#[test]
+fn lines_written_while_down_after_a_quiet_start_are_read() -> Result<()> {
+    skip_unless_capable!("lines_written_while_down_after_a_quiet_start_are_read");
+    // The jail's log does not exist yet and nothing is read before the crash: its start is
+    // still on disk, so what is written while the agent is down is read after the restart.
+    let mut fx = start("det-quiet", config(""))?;
+    let log = log_path(&fx);
+    assert!(!log.exists());
+    fx.agent.sigkill()?;
+    fail(&log, ATTACKER_V4, "oracle", 3)?;
+    fx.agent.restart()?;
+    wait_status(&fx, "ban from lines written while down", |j| {
+        j["banned_now"] == 1
+    })?;
+    assert_eq!(fx.agent.banned()?, vec![ATTACKER_V4.to_string()]);
+    fx.pass()
+}

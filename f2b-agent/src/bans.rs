@@ -501,8 +501,9 @@ impl BanManager {
 
     /// Applies what a jail's reader found in one batch of lines: bans for its tickets (kernel
     /// first, at once), then one durable commit of those bans together with the read
-    /// positions after the batch (a group commit under a storm). Tickets for allowlisted,
-    /// own or already banned addresses are dropped with a log line.
+    /// positions after the batch (a group commit under a storm). Tickets for allowlisted or
+    /// own addresses are dropped with a log line; a ticket for an address already banned
+    /// extends the ban when this jail's would last longer.
     pub fn jail_batch(
         &mut self,
         jail_name: &str,
@@ -525,10 +526,10 @@ impl BanManager {
                 log::info!("[{jail_name}] Ignore {} (allowlisted or own address)", t.ip);
                 continue;
             }
-            if self.active.contains_key(&ip) || planned.iter().any(|p| p.0 == ip) {
-                log::info!("[{jail_name}] {} already banned", t.ip);
+            if planned.iter().any(|p| p.0 == ip) {
                 continue;
             }
+            let existing = self.active.get(&ip).cloned();
             let prior = match self.store.history(&[ip]) {
                 Ok(h) => h[0],
                 Err(e) => {
@@ -543,15 +544,36 @@ impl BanManager {
                     (Some(now + secs), BanTime::Secs(secs))
                 }
             };
-            let ban = StoredBan {
+            let mut ban = StoredBan {
                 jail: jail_name.to_string(),
                 since: now,
                 until,
                 ports: ports_of(&jail),
                 ban_count: prior + 1,
             };
-            let mut needed: Vec<IpNet> = planned.iter().map(|p| p.0).collect();
-            needed.push(ip);
+            if let Some(old) = &existing {
+                // Already banned: a jail whose ban would last longer (recidive, say) takes the
+                // ban over, with the wider port scope of the two; otherwise nothing changes.
+                let longer = match (old.until, until) {
+                    (None, _) => false,
+                    (Some(_), None) => true,
+                    (Some(a), Some(b)) => b > a,
+                };
+                if !longer {
+                    log::info!("[{jail_name}] {} already banned", t.ip);
+                    continue;
+                }
+                ban.since = old.since;
+                ban.ports = merge_ports(&old.ports, &ban.ports);
+            }
+            let mut needed: Vec<IpNet> = planned
+                .iter()
+                .map(|p| p.0)
+                .filter(|p| !self.active.contains_key(p))
+                .collect();
+            if existing.is_none() {
+                needed.push(ip);
+            }
             if let Err(e) = self.capacity_check(&needed) {
                 log::error!("[{jail_name}] cannot ban {}: {e}", t.ip);
                 *self.ban_errors.entry(jail_name.to_string()).or_default() += 1;

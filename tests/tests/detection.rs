@@ -281,3 +281,44 @@ fn lines_written_while_down_after_a_quiet_start_are_read() -> Result<()> {
     assert_eq!(fx.agent.banned()?, vec![ATTACKER_V4.to_string()]);
     fx.pass()
 }
+
+#[test]
+fn recidive_reads_the_agents_own_log_and_bans_longer() -> Result<()> {
+    skip_unless_capable!("recidive_reads_the_agents_own_log_and_bans_longer");
+    let cfg = config("").replacen("interfaces:", "logfile: \"{dir}/f2b.log\"\ninterfaces:", 1)
+        + "  recidive:\n    filter: recidive\n    logpath: [\"{dir}/f2b.log\"]\n    maxretry: 2\n    findtime: 1d\n    bantime: 1w\n";
+    let fx = start("det-recidive", cfg)?;
+    // Two short manual bans of the same source: the agent logs "NOTICE [manual] Ban ..." twice.
+    assert_eq!(fx.agent.ctl(&["ban", ATTACKER_V4, "--time", "1m"])?.code, 0);
+    assert_eq!(fx.agent.ctl(&["unban", ATTACKER_V4])?.code, 0);
+    assert_eq!(fx.agent.ctl(&["ban", ATTACKER_V4, "--time", "1m"])?.code, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ban = loop {
+        let list = fx.agent.ctl_json(&["list"])?;
+        let b = list["bans"][0].clone();
+        if b["jail"] == "recidive" || Instant::now() > deadline {
+            break b;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        ban["jail"], "recidive",
+        "the recidive jail took the ban over: {ban}"
+    );
+    let until = ban["until"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("no until: {ban}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    assert!(
+        until > now + 6 * 86_400,
+        "a week-long ban, not the 1m manual one: {ban}"
+    );
+    let log = std::fs::read_to_string(fx.agent.dir().join("f2b.log"))?;
+    assert!(
+        log.contains(&format!("NOTICE [recidive] Ban {ATTACKER_V4}")),
+        "{log}"
+    );
+    fx.pass()
+}

@@ -1,13 +1,19 @@
-//! `cargo xtask demo`: a ban, end to end, between two network namespaces.
+//! `cargo xtask demo`: bans, end to end, between two network namespaces.
 //!
 //! The demo builds the same world as the integration tests (f2b-integration's guards): an
 //! "attacker" and an "edge" namespace joined by a veth pair, the release agent on the edge with
-//! its embedded default config (only interface, socket, db and pin dir point into a temp dir).
+//! the default config (config/f2b.yaml; only the sshd jail's log file, interface, socket, db
+//! and pin dir point into a temp dir). First a ban by hand with f2b-ctl; then the real thing:
+//! a small login service on the edge's port 22 logs failed logins the way sshd does, the
+//! attacker guesses passwords, the sshd jail reads the log and bans it, and XDP drops it.
 //! Everything is removed again when the demo ends, fails or is interrupted with Ctrl-C.
 
-use std::net::IpAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use f2b_integration::agent::AgentOptions;
@@ -127,7 +133,7 @@ pub fn run() -> Result<()> {
 
     step(
         2,
-        "start f2b-agent on the edge with its embedded default config",
+        "start f2b-agent on the edge with the default config (config/f2b.yaml)",
     )?;
     if std::path::Path::new("/etc/f2b/f2b.yaml").exists() {
         say(
@@ -136,13 +142,26 @@ pub fn run() -> Result<()> {
     }
     let mut opts = AgentOptions::new(&[EDGE_IF]);
     opts.ready_timeout = Duration::from_secs(30);
+    let default = std::fs::read_to_string(crate::root().join("config/f2b.yaml"))
+        .context("reading config/f2b.yaml")?;
+    if !default.contains("/var/log/auth.log") {
+        bail!("config/f2b.yaml no longer names /var/log/auth.log; update the demo");
+    }
+    opts.config = Some(
+        default
+            .replace("/var/log/auth.log", "{dir}/auth.log")
+            .replace("/run/f2b/f2b.sock", "{dir}/f2b.sock")
+            .replace("/var/lib/f2b/f2b.redb", "{dir}/f2b.redb")
+            .replace("/sys/fs/bpf/f2b", "{dir}/bpf"),
+    );
     let mut agent = Agent::start(&bins, &net.edge, opts)?;
     say(&format!(
-        "  f2b-agent --iface {EDGE_IF} --socket {sock} --db {dir}/f2b.redb --pin-dir {dir}/bpf  (pid {pid})",
-        sock = agent.socket().display(),
+        "  f2b-agent --config {dir}/f2b.yaml --iface {EDGE_IF}  (pid {pid})",
         dir = agent.dir().display(),
         pid = agent.pid().unwrap_or(0),
     ));
+    say("  the config is config/f2b.yaml with the sshd jail reading {dir}/auth.log instead of");
+    say("  /var/log/auth.log, and socket, database and pin dir in the same temp dir");
     say("  (every f2b-ctl call below also gets --socket pointing at that socket)");
     say("  agent log:");
     print!("{}", indent(agent.log_text().trim_end()));
@@ -168,13 +187,62 @@ pub fn run() -> Result<()> {
 
     step(
         7,
+        "detection: a login service on the edge's port 22 logs failures like sshd",
+    )?;
+    let auth_log = agent.dir().join("auth.log");
+    let service = LoginService::start(&net, &auth_log)?;
+    say(&format!(
+        "  the service writes lines like \"Failed password for root from {ATTACKER_V4} port N ssh2\" to {}",
+        auth_log.display()
+    ));
+    say(
+        "  the default sshd jail bans after 3 failures (maxretry: 3), on port 22 only (ports: [22])",
+    );
+    let mut banned_after = None;
+    for attempt in 1..=6 {
+        check_interrupt()?;
+        let outcome = try_login(&net, &format!("root hunter{attempt}"))?;
+        say(&format!("  attacker login attempt {attempt}: {outcome}"));
+        if banned_after.is_none() && outcome.starts_with("no answer") {
+            banned_after = Some(attempt - 1);
+        }
+        if banned_after.is_none() {
+            wait_for_ban_or_failures(&agent, attempt)?;
+        }
+    }
+    let Some(n) = banned_after else {
+        bail!("the attacker was never cut off");
+    };
+    say(&format!(
+        "  -> after {n} failed logins the jail banned {ATTACKER_V4}: its SYNs are dropped by XDP"
+    ));
+    ctl(&agent, &["status", "sshd"])?;
+    ctl(&agent, &["list"])?;
+    say("  the ban is scoped to port 22: the attacker's pings still pass");
+    traffic(&net, true)?;
+    say("  what the agent logged:");
+    let log = agent.log_text();
+    print!(
+        "{}",
+        indent(
+            &log.lines()
+                .filter(|l| l.contains("[sshd]"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    );
+    println!();
+    drop(service);
+
+    step(
+        8,
         "stop the agent and remove the XDP program and pins (stop --detach)",
     )?;
     ctl(&agent, &["stop", "--detach"])?;
     let st = agent.wait_exit(Duration::from_secs(30))?;
     say(&format!("  agent exited ({st})"));
 
-    step(8, "clean up")?;
+    step(9, "clean up")?;
     drop(agent);
     let names = format!("{} and {}", net.edge.name(), net.attacker.name());
     drop(net);
@@ -183,4 +251,111 @@ pub fn run() -> Result<()> {
     ));
     say("\n=== demo done ===");
     Ok(())
+}
+
+/// A tiny line-based login service on the edge: each connection sends "USER PASSWORD", gets
+/// "Permission denied", and the service appends an sshd-style failure line to its log.
+struct LoginService {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LoginService {
+    fn start(net: &Topology, log: &Path) -> Result<LoginService> {
+        let addr: SocketAddr = format!("{EDGE_V4}:22").parse()?;
+        let listener = net.edge.run(|| TcpListener::bind(addr))??;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let log: PathBuf = log.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let mut pid = 4000;
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, peer)) => {
+                        pid += 1;
+                        let _ = serve_login(conn, peer, &log, pid);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        Ok(LoginService {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for LoginService {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_login(conn: TcpStream, peer: SocketAddr, log: &Path, pid: u32) -> std::io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut line = String::new();
+    BufReader::new(&conn).take(256).read_line(&mut line)?;
+    let user = line.split_whitespace().next().unwrap_or("-").to_string();
+    (&conn).write_all(b"Permission denied\n")?;
+    let stamp = std::process::Command::new("date")
+        .args(["-u", "+%b %e %H:%M:%S"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_string())
+        .unwrap_or_default();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    writeln!(
+        f,
+        "{stamp} edge sshd[{pid}]: Failed password for {user} from {} port {} ssh2",
+        peer.ip(),
+        peer.port()
+    )
+}
+
+/// One login attempt from the attacker namespace, bounded to about a second.
+fn try_login(net: &Topology, creds: &str) -> Result<String> {
+    let addr: SocketAddr = format!("{EDGE_V4}:22").parse()?;
+    let creds = creds.to_string();
+    net.attacker
+        .run(move || -> std::io::Result<String> {
+            let conn = match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                Ok(c) => c,
+                Err(e) => return Ok(format!("no answer ({e})")),
+            };
+            conn.set_read_timeout(Some(Duration::from_secs(1)))?;
+            (&conn).write_all(format!("{creds}\n").as_bytes())?;
+            let mut reply = String::new();
+            BufReader::new(&conn).read_line(&mut reply)?;
+            Ok(format!("connected, password refused ({})", reply.trim()))
+        })?
+        .map_err(Into::into)
+}
+
+/// After a failed login, waits (bounded) until the jail has counted it or banned.
+fn wait_for_ban_or_failures(agent: &Agent, failures: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = agent.ctl_json(&["status", "sshd"])?;
+        let j = &v["jails"][0];
+        if j["failed_total"].as_u64().unwrap_or(0) >= failures
+            || j["banned_now"].as_u64().unwrap_or(0) > 0
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the sshd jail did not count the failed login: {j}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -1,4 +1,4 @@
-//! Filter patterns as written (fail2ban tags, `%(name)s` variables) to plain regex syntax,
+//! Filter patterns as written (`<HOST>`/`<F-...>` tags, `%{name}` variables) to plain regex syntax,
 //! and the literal every match of a pattern must contain (for the prefilter).
 
 use std::collections::BTreeMap;
@@ -12,51 +12,80 @@ const IPV4: &str = r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}";
 /// after an IPv4 address because IPv4 is tried first.
 const IPV6: &str = r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?";
 
-/// Variables every filter can use; a filter's own `vars` override them. Written for the
-/// syslog/journal line shapes fail2ban's `common.conf` accepts, after the date is cut:
-/// optional `[]` (a bracketed date that was cut), `<facility.level>`, host name, kernel
-/// and vserver prefixes, `daemon[pid]:` in its usual spellings, Solaris' `[ID n x]`.
+/// Variables every filter can use; a filter's own `vars` override them.
+///
+/// `syslog_prefix` is everything a syslog or journal line carries between its (already cut)
+/// timestamp and the program's message, each part optional:
+///
+/// | part | example |
+/// |---|---|
+/// | a cut bracketed stamp | `[]` |
+/// | facility and level | `<auth.info>` |
+/// | the sending host | `web1` |
+/// | a kernel uptime stamp | `kernel: [ 1234.5678]` |
+/// | a vserver context | `@vserver_web` |
+/// | the program tag (`syslog_tag`) | `sshd[2301]:`, `postfix/smtpd[5101]:`, `sshd(pam_unix)[9]:`, `[9]: sshd:` |
+/// | a Solaris message id | `[ID 800047 auth.info]` |
+///
+/// `syslog_tag` names the program with `daemon`, which a filter sets (default: any word).
 pub fn builtin_vars() -> BTreeMap<String, String> {
     let v: &[(&str, &str)] = &[
-        ("_daemon", r"\S*"),
-        ("__pid_re", r"(?:\[\d+\])"),
-        ("__hostname", r"\S+"),
-        ("__daemon_re", r"[\[\(]?%(_daemon)s(?:\(\S+\))?[\]\)]?:?"),
+        ("daemon", r"\S*"),
+        ("syslog_pid", r"\[\d+\]"),
         (
-            "__daemon_combs_re",
-            r"(?:%(__pid_re)s?:\s+%(__daemon_re)s|%(__daemon_re)s%(__pid_re)s?:?)",
+            "syslog_tag",
+            r"(?:(?:%{syslog_pid})?:\s+)?[\[(]?%{daemon}(?:\(\S+\))?[\])]?:?(?:%{syslog_pid})?:?",
         ),
         (
-            "__prefix_line",
-            r"(?:\[\])?\s*(?:<[^.]+\.[^.]+>\s+)?(?:%(__hostname)s\s+)?(?:kernel:\s?\[ *\d+\.\d+\]:?\s+)?(?:@vserver_\S+\s+)?(?:%(__daemon_combs_re)s\s+)?(?:\[ID \d+ \S+\]\s+)?",
+            "syslog_prefix",
+            r"(?:\[\])?\s*(?:<[^.]+\.[^.]+>\s+)?(?:\S+\s+)?(?:kernel:\s?\[ *\d+\.\d+\]:?\s+)?(?:@vserver_\S+\s+)?(?:%{syslog_tag}\s+)?(?:\[ID \d+ \S+\]\s+)?",
         ),
-        ("__pam_auth", "pam_unix"),
     ];
     v.iter()
         .map(|(k, s)| ((*k).to_string(), (*s).to_string()))
         .collect()
 }
 
-/// Replaces `%(name)s` with the variable's value, recursively.
+/// Whether `s` is a variable name: a letter or `_`, then letters, digits, `_` or `-`.
+fn is_var_name(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Replaces `%{name}` with the variable's value, recursively.
+///
+/// `%{` can never start anything else in a pattern: in regex syntax `{` after `%` is a
+/// counted repetition, which starts with a digit (`%{2}`, `%{1,3}`); those are left alone.
 pub fn expand_vars(p: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
     fn go(p: &str, vars: &BTreeMap<String, String>, depth: usize) -> Result<String, String> {
         if depth > 16 {
-            return Err("variables nest too deep (a %(name)s loop?)".into());
+            return Err("variables nest too deep (a %{name} that refers to itself?)".into());
         }
         let mut out = String::with_capacity(p.len());
         let mut rest = p;
-        while let Some(i) = rest.find("%(") {
+        while let Some(i) = rest.find("%{") {
             out.push_str(&rest[..i]);
             let after = &rest[i + 2..];
-            let Some(j) = after.find(")s") else {
+            if after.starts_with(|c: char| c.is_ascii_digit()) {
+                // A counted repetition of `%`, not a variable.
+                out.push_str("%{");
+                rest = after;
+                continue;
+            }
+            let Some(j) = after.find('}') else {
                 return Err(format!("unterminated variable reference in {p:?}"));
             };
             let name = &after[..j];
+            if !is_var_name(name) {
+                return Err(format!("bad variable reference %{{{name}}}"));
+            }
             let val = vars
                 .get(name)
-                .ok_or_else(|| format!("unknown variable %({name})s"))?;
+                .ok_or_else(|| format!("unknown variable %{{{name}}}"))?;
             out.push_str(&go(val, vars, depth + 1)?);
-            rest = &after[j + 2..];
+            rest = &after[j + 1..];
         }
         out.push_str(rest);
         Ok(out)
@@ -241,12 +270,16 @@ mod tests {
     #[test]
     fn vars_expand_recursively() {
         let mut v = builtin_vars();
-        v.insert("_daemon".into(), "sshd".into());
-        let p = expand_vars("^%(__prefix_line)sx", &v).unwrap();
-        assert!(p.contains("sshd") && !p.contains("%("), "{p}");
-        assert!(expand_vars("%(nope)s", &v).unwrap_err().contains("nope"));
-        v.insert("a".into(), "%(a)s".into());
-        assert!(expand_vars("%(a)s", &v).is_err());
+        v.insert("daemon".into(), "sshd".into());
+        let p = expand_vars("^%{syslog_prefix}x", &v).unwrap();
+        assert!(p.contains("sshd") && !p.contains("%{"), "{p}");
+        assert!(expand_vars("%{nope}", &v).unwrap_err().contains("nope"));
+        assert!(expand_vars("%{no pe}", &v).is_err());
+        assert!(expand_vars("%{x", &v).is_err());
+        // Counted repetitions of `%` are regex syntax, not references.
+        assert_eq!(expand_vars("a%{2}b%{1,3}", &v).unwrap(), "a%{2}b%{1,3}");
+        v.insert("a".into(), "%{a}".into());
+        assert!(expand_vars("%{a}", &v).is_err());
     }
 
     #[test]

@@ -101,8 +101,8 @@ fn date_is_cut_before_anchored_failregex() {
 #[test]
 fn prefregex_content() {
     let flt = f(r"
-prefregex: '^%(__prefix_line)s<F-CONTENT>.+</F-CONTENT>$'
-vars: {_daemon: 'myd'}
+prefregex: '^%{syslog_prefix}<F-CONTENT>.+</F-CONTENT>$'
+vars: {daemon: 'myd'}
 failregex:
   - '^denied <F-USER>\w+</F-USER> from <HOST>$'
 ");
@@ -222,7 +222,7 @@ fn bad_patterns_name_their_line() {
     let e = err("failregex: ['<HOST>']\nbogus: 1\n");
     assert_eq!(e.line, Some(2), "{e}");
     assert!(e.message.contains("bogus"), "{e}");
-    let e = err("failregex: ['<HOST> %(nope)s']\n");
+    let e = err("failregex: ['<HOST> %{nope}']\n");
     assert!(e.message.contains("nope"), "{e}");
     let e = err("failregex: ['<HOST>']\ntimezone: Mars\n");
     assert_eq!(e.line, Some(2), "{e}");

@@ -152,15 +152,32 @@ fn kernel_value(ban: &StoredBan) -> BanValue {
     v
 }
 
-/// fail2ban's bantime.increment with a factor: the n-th repeat ban lasts
-/// bantime * factor * 2^n (n capped at 20), at most maxtime.
+/// bantime.increment as fail2ban defines it: after n previous bans, a ban lasts
+/// bantime * factor * 2^n (n capped at 20), or bantime * multipliers[n] (the last multiplier
+/// repeats) when multipliers are given; at most maxtime. Random extra time (rndtime) is added
+/// by the caller, see [`jitter`].
 pub fn increased_bantime(base: u64, prior_bans: u32, inc: &Increment) -> u64 {
     if !inc.enabled || prior_bans == 0 {
         return base;
     }
-    let mult = (1u64 << prior_bans.min(20)) as f64 * inc.factor;
+    let mult = match inc.multipliers.last() {
+        Some(last) => *inc.multipliers.get(prior_bans as usize).unwrap_or(last),
+        None => (1u64 << prior_bans.min(20)) as f64 * inc.factor,
+    };
     let secs = (base as f64 * mult).min(inc.maxtime as f64);
-    (secs as u64).max(base.min(inc.maxtime)).max(1)
+    (secs as u64).max(1)
+}
+
+/// Up to `rndtime` seconds of random extra time for an increased ban (0 when the increment
+/// did not apply).
+pub fn jitter(prior_bans: u32, inc: &Increment) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    if !inc.enabled || prior_bans == 0 || inc.rndtime == 0 {
+        return 0;
+    }
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(crate::clock::boottime_ns());
+    h.finish() % (inc.rndtime + 1)
 }
 
 impl BanManager {
@@ -298,6 +315,7 @@ impl BanManager {
             let count = self.store.history(&[ip]).map_err(|e| e.to_string())?[0] + 1;
             let ports = v.ports[..(v.nports as usize).min(MAX_PORTS)].to_vec();
             let ban = StoredBan {
+                jail_count: 0,
                 jail: RECOVERED_JAIL.into(),
                 since: now,
                 until: unix_from_kernel_expiry(v.expires_ns),
@@ -414,8 +432,6 @@ impl BanManager {
             .copied()
             .collect();
         self.capacity_check(&new)?;
-        let history = self.store.history(&new).map_err(|e| e.to_string())?;
-        let history: HashMap<IpNet, u32> = new.iter().copied().zip(history).collect();
 
         let now = unix_now();
         let mut planned = Vec::with_capacity(ips.len());
@@ -434,20 +450,18 @@ impl BanManager {
                     }
                 }
                 None => {
-                    let prior = history.get(ip).copied().unwrap_or(0);
-                    let until = match time.unwrap_or(jail.bantime) {
+                    let (auto, all, this) = self.jail_bantime(&jail, ip);
+                    let until = match time.unwrap_or(auto) {
                         BanTime::Permanent => None,
-                        BanTime::Secs(s) if time.is_some() => Some(now + s),
-                        BanTime::Secs(s) => {
-                            Some(now + increased_bantime(s, prior, &jail.increment))
-                        }
+                        BanTime::Secs(s) => Some(now + s),
                     };
                     StoredBan {
                         jail: jail.name.clone(),
                         since: now,
                         until,
                         ports: ports_of(&jail),
-                        ban_count: prior + 1,
+                        ban_count: all + 1,
+                        jail_count: this + 1,
                     }
                 }
             };
@@ -530,26 +544,18 @@ impl BanManager {
                 continue;
             }
             let existing = self.active.get(&ip).cloned();
-            let prior = match self.store.history(&[ip]) {
-                Ok(h) => h[0],
-                Err(e) => {
-                    log::error!("[{jail_name}] reading ban history of {}: {e}", t.ip);
-                    0
-                }
-            };
-            let (until, bantime) = match jail.bantime {
-                BanTime::Permanent => (None, BanTime::Permanent),
-                BanTime::Secs(s) => {
-                    let secs = increased_bantime(s, prior, &jail.increment);
-                    (Some(now + secs), BanTime::Secs(secs))
-                }
+            let (bantime, all, this) = self.jail_bantime(&jail, &ip);
+            let until = match bantime {
+                BanTime::Permanent => None,
+                BanTime::Secs(s) => Some(now + s),
             };
             let mut ban = StoredBan {
                 jail: jail_name.to_string(),
                 since: now,
                 until,
                 ports: ports_of(&jail),
-                ban_count: prior + 1,
+                ban_count: all + 1,
+                jail_count: this + 1,
             };
             if let Some(old) = &existing {
                 // Already banned: a jail whose ban would last longer (recidive, say) takes the
@@ -620,6 +626,40 @@ impl BanManager {
             });
         }
         out
+    }
+
+    /// (bans over all jails, bans in `jail`) so far for `ip`.
+    fn priors(&self, jail: &str, ip: &IpNet) -> (u32, u32) {
+        let all = self.store.history(&[*ip]).map(|h| h[0]);
+        let this = self.store.history_in(jail, &[*ip]).map(|h| h[0]);
+        match (all, this) {
+            (Ok(a), Ok(j)) => (a, j),
+            (a, j) => {
+                log::error!(
+                    "[{jail}] reading ban history of {ip}: {:?} {:?}",
+                    a.as_ref().err(),
+                    j.as_ref().err()
+                );
+                (a.unwrap_or(0), j.unwrap_or(0))
+            }
+        }
+    }
+
+    /// How long a new ban of `ip` by `jail` lasts, from its history and the jail's increment.
+    fn jail_bantime(&self, jail: &JailConfig, ip: &IpNet) -> (BanTime, u32, u32) {
+        let (all, this) = self.priors(&jail.name, ip);
+        let prior = if jail.increment.overalljails {
+            all
+        } else {
+            this
+        };
+        let t = match jail.bantime {
+            BanTime::Permanent => BanTime::Permanent,
+            BanTime::Secs(s) => BanTime::Secs(
+                increased_bantime(s, prior, &jail.increment) + jitter(prior, &jail.increment),
+            ),
+        };
+        (t, all, this)
     }
 
     fn info(&self, ip: &IpNet, ban: &StoredBan) -> BanInfo {
@@ -867,12 +907,18 @@ mod tests {
             enabled: false,
             factor: 1.0,
             maxtime: 86_400,
+            multipliers: vec![],
+            rndtime: 0,
+            overalljails: false,
         };
         assert_eq!(increased_bantime(600, 3, &off), 600);
         let on = Increment {
             enabled: true,
             factor: 1.0,
             maxtime: 86_400,
+            multipliers: vec![],
+            rndtime: 0,
+            overalljails: false,
         };
         assert_eq!(increased_bantime(600, 0, &on), 600);
         assert_eq!(increased_bantime(600, 1, &on), 1200);
@@ -882,13 +928,38 @@ mod tests {
             enabled: true,
             factor: 3.0,
             maxtime: 86_400,
+            multipliers: vec![],
+            rndtime: 0,
+            overalljails: false,
         };
         assert_eq!(increased_bantime(600, 1, &f), 3600);
+        // Multipliers by previous ban count; the last one repeats; maxtime still caps.
+        let m = Increment {
+            multipliers: vec![1.0, 5.0, 30.0],
+            ..on.clone()
+        };
+        assert_eq!(increased_bantime(600, 1, &m), 3000);
+        assert_eq!(increased_bantime(600, 2, &m), 18_000);
+        assert_eq!(increased_bantime(600, 9, &m), 18_000);
+        assert_eq!(increased_bantime(3600, 2, &m), 86_400);
+        // rndtime: bounded extra time, only when the increment applies.
+        let r = Increment {
+            rndtime: 30,
+            ..on.clone()
+        };
+        assert_eq!(jitter(0, &r), 0);
+        assert_eq!(jitter(1, &off), 0);
+        assert!((0..200).all(|_| jitter(2, &r) <= 30));
+        assert!(
+            (0..200).any(|_| jitter(2, &r) > 0),
+            "rndtime adds something sometimes"
+        );
     }
 
     #[test]
     fn kernel_value_scope() {
         let b = StoredBan {
+            jail_count: 1,
             jail: "x".into(),
             since: 0,
             until: None,

@@ -140,6 +140,13 @@ struct RawIncrement {
     enabled: bool,
     factor: Option<f64>,
     maxtime: Option<Dur>,
+    /// Bantime multipliers by previous ban count (the last repeats), instead of factor * 2^n.
+    multipliers: Option<Vec<f64>>,
+    /// Up to this much random time is added to an increased ban (so bans do not all end
+    /// together and a botnet cannot time its return).
+    rndtime: Option<Dur>,
+    /// Count previous bans over all jails (true) or only this jail's (false, the default).
+    overalljails: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -258,6 +265,9 @@ pub struct Increment {
     pub enabled: bool,
     pub factor: f64,
     pub maxtime: u64,
+    pub multipliers: Vec<f64>,
+    pub rndtime: u64,
+    pub overalljails: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -642,6 +652,9 @@ fn increment(raw: Option<RawIncrement>, base: Option<&Increment>) -> Result<Incr
         enabled: false,
         factor: 1.0,
         maxtime: 7 * 86_400,
+        multipliers: Vec::new(),
+        rndtime: 0,
+        overalljails: false,
     });
     let Some(r) = raw else { return Ok(base) };
     let factor = r.factor.unwrap_or(base.factor);
@@ -654,10 +667,21 @@ fn increment(raw: Option<RawIncrement>, base: Option<&Increment>) -> Result<Incr
         Some(m) => finite(m, "bantime_increment.maxtime")?,
         None => base.maxtime,
     };
+    let multipliers = r.multipliers.unwrap_or(base.multipliers);
+    if multipliers.iter().any(|m| !(m.is_finite() && *m > 0.0)) {
+        return Err("bantime_increment.multipliers must be positive numbers".into());
+    }
+    let rndtime = match r.rndtime {
+        Some(d) => finite(d, "bantime_increment.rndtime")?,
+        None => base.rndtime,
+    };
     Ok(Increment {
         enabled: r.enabled,
         factor,
         maxtime,
+        multipliers,
+        rndtime,
+        overalljails: r.overalljails.unwrap_or(base.overalljails),
     })
 }
 

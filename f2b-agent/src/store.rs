@@ -53,6 +53,9 @@ pub struct StoredBan {
     /// Times this address has been banned, this ban included.
     #[serde(default)]
     pub ban_count: u32,
+    /// Times this address has been banned by this ban's jail, this ban included.
+    #[serde(default)]
+    pub jail_count: u32,
 }
 
 /// Where a jail stopped reading a log file: the file's identity and the offset just after
@@ -139,7 +142,24 @@ impl Store {
         Ok(out)
     }
 
-    /// Ban counts so far for these addresses (0 when never banned).
+    /// Ban counts so far for these addresses in one jail (0 when never banned there).
+    pub fn history_in(&self, jail: &str, ips: &[IpNet]) -> Result<Vec<u32>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
+        let table = txn
+            .open_table(HISTORY)
+            .map_err(|e| db_err("open history", e))?;
+        ips.iter()
+            .map(|ip| {
+                Ok(table
+                    .get(pos_key(jail, &ip.to_string()).as_str())
+                    .map_err(|e| db_err("read history", e))?
+                    .map(|g| g.value())
+                    .unwrap_or(0))
+            })
+            .collect()
+    }
+
+    /// Ban counts so far for these addresses, over all jails (0 when never banned).
     pub fn history(&self, ips: &[IpNet]) -> Result<Vec<u32>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
         let table = txn
@@ -231,6 +251,11 @@ impl Store {
                     .map_err(|e| db_err("write ban", e))?;
                 hist.insert(key.as_str(), ban.ban_count)
                     .map_err(|e| db_err("write history", e))?;
+
+                if ban.jail_count > 0 {
+                    hist.insert(pos_key(&ban.jail, &key).as_str(), ban.jail_count)
+                        .map_err(|e| db_err("write history", e))?;
+                }
             }
             for ip in dels {
                 bans.remove(ip.to_string().as_str())
@@ -265,6 +290,7 @@ mod tests {
 
     fn ban(jail: &str, until: Option<u64>, count: u32) -> StoredBan {
         StoredBan {
+            jail_count: count,
             jail: jail.into(),
             since: 100,
             until,

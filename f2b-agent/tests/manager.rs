@@ -271,6 +271,7 @@ fn restart_reconciles_kernel_and_database() {
     k.put_ban(&net("198.18.0.98"), BanValue::new(1))
         .expect("expired stray");
     let stale = StoredBan {
+        jail_count: 1,
         jail: "manual".into(),
         since: 1,
         until: Some(unix_now() - 5),
@@ -456,4 +457,31 @@ fn jail_batches_ban_commit_positions_and_increment_across_restart() {
             .abs_diff(unix_now() + 1200)
             <= 2
     );
+}
+
+#[test]
+fn increment_counts_per_jail_unless_overalljails() {
+    let Some(env) = Env::new() else { return };
+    let jails = "  a:\n    bantime: 10m\n    bantime_increment: {enabled: true}\n  b:\n    bantime: 10m\n    bantime_increment: {enabled: true}\n  c:\n    bantime: 10m\n    bantime_increment: {enabled: true, overalljails: true, multipliers: [1, 3]}\n";
+    let mut m = env.manager(jails);
+    m.reconcile().expect("reconcile");
+    let len = |b: &f2b_agent::bans::JailBan| b.info.until.expect("finite") - b.info.since;
+    let one = |m: &mut BanManager, jail: &str| {
+        let b = m.jail_batch(
+            jail,
+            vec![ticket("198.18.0.7", 3)],
+            &[],
+            &[],
+            Default::default(),
+        );
+        m.unban(&["198.18.0.7".into()], false, None).expect("unban");
+        b.into_iter().next().expect("a ban")
+    };
+    assert_eq!(len(&one(&mut m, "a")), 600);
+    assert_eq!(len(&one(&mut m, "a")), 1200, "second ban in jail a");
+    // Jail b has never banned it: its own count starts at zero (overalljails: false).
+    let b = one(&mut m, "b");
+    assert_eq!((len(&b), b.info.ban_count), (600, 3));
+    // Jail c counts over all jails: three earlier bans -> the last multiplier (3).
+    assert_eq!(len(&one(&mut m, "c")), 1800);
 }

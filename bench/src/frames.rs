@@ -132,21 +132,3 @@ fn tcp_hdr(dport: u16) -> [u8; 20] {
     h[13] = 0x02;
     h
 }
-
-/// A small seeded PRNG (xorshift64*), so generated inputs are the same on every run.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}

@@ -55,7 +55,6 @@ struct Sample {
     arrived: u64,
     dropped: u64,
     softirq: u64,
-    busy: u64,
     total: u64,
 }
 
@@ -111,7 +110,6 @@ impl Flood<'_> {
             arrived: a1 - a0,
             dropped: d1 - d0,
             softirq: c1.softirq - c0.softirq,
-            busy: c1.busy - c0.busy,
             total: c1.total - c0.total,
         })
     }

@@ -29,6 +29,9 @@ use serde_json::{Value, json};
 
 use report::{Plot, Table, text};
 
+/// One section of the run: fills the context's tables, plots, targets and notes.
+type Section = fn(&mut Ctx) -> Result<()>;
+
 pub struct Ctx {
     pub quick: bool,
     pub tables: Vec<Table>,
@@ -63,7 +66,7 @@ fn real_main() -> Result<()> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
-            "--only" => only.extend(args.next().into_iter()),
+            "--only" => only.extend(args.next()),
             "-h" | "--help" => {
                 println!("f2b-bench [--quick] [--only xdp|harness|scale]...");
                 return Ok(());
@@ -93,7 +96,7 @@ fn real_main() -> Result<()> {
     ));
     peers::ensure_installed(&ctx)?;
     let want = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
-    let sections: [(&str, fn(&mut Ctx) -> Result<()>); 3] = [
+    let sections: [(&str, Section); 3] = [
         ("xdp", xdpcost::run),
         ("harness", harness::run),
         ("scale", scale::run),

@@ -12,7 +12,6 @@ use anyhow::{Context, Result, bail};
 
 pub const EDGE_IF: &str = "f2b-edge";
 pub const GEN_IF: &str = "f2b-gen";
-pub const EDGE_V4: [u8; 4] = [198, 18, 0, 1];
 
 pub fn run_ok(cmd: &mut Command) -> Result<Output> {
     let shown = format!("{cmd:?}");

@@ -9,7 +9,6 @@ pub struct Stat {
     pub median: f64,
     pub min: f64,
     pub max: f64,
-    pub n: usize,
 }
 
 impl Stat {
@@ -28,23 +27,7 @@ impl Stat {
             median,
             min: v[0],
             max: v[v.len() - 1],
-            n: v.len(),
         })
-    }
-
-    /// Like [`Stat::of`], with percentiles for latency-like samples.
-    pub fn percentile(xs: &[f64], p: f64) -> Option<f64> {
-        if xs.is_empty() {
-            return None;
-        }
-        let mut v = xs.to_vec();
-        v.sort_by(f64::total_cmp);
-        let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
-        Some(v[i.min(v.len() - 1)])
-    }
-
-    pub fn json(&self) -> Value {
-        json!({"median": self.median, "min": self.min, "max": self.max, "n": self.n})
     }
 }
 
@@ -131,7 +114,7 @@ pub fn fmt_num(x: f64) -> String {
         let s = r.abs().to_string();
         let mut out = String::new();
         for (i, ch) in s.chars().enumerate() {
-            if i > 0 && (s.len() - i) % 3 == 0 {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
                 out.push(',');
             }
             out.push(ch);

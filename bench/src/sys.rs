@@ -394,9 +394,7 @@ pub fn pin_thread(cpu: usize) -> Result<()> {
 /// CPU time of one CPU from /proc/stat, in USER_HZ ticks.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuTimes {
-    pub busy: u64,
     pub softirq: u64,
-    pub system: u64,
     pub total: u64,
 }
 
@@ -417,9 +415,7 @@ pub fn cpu_times(cpu: usize) -> Result<CpuTimes> {
     }
     let total: u64 = v.iter().take(8).sum();
     Ok(CpuTimes {
-        busy: total - v[3] - v[4],
         softirq: v[6],
-        system: v[2],
         total,
     })
 }

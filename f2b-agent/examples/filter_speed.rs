@@ -88,6 +88,47 @@ fn line(r: &mut Rng, i: u64) -> String {
     }
 }
 
+/// `grep -cE` patterns that count what the sshd filter counts on this corpus (the ceiling of
+/// a plain regex scan; the counts are checked against the filter's).
+const GREP_NORMAL: &str = r"sshd(-session)?\[[0-9]+\]: ((error|fatal): (PAM: )?)?([iI]nvalid user|[iI]llegal user|Failed [^ ]+ for|[aA]uthentication (failure|error|failed) for|User not known to the underlying authentication module for|maximum authentication attempts exceeded for) .* from [0-9a-fA-F.:]+( |$)";
+const GREP_AGGRESSIVE: &str = r"sshd(-session)?\[[0-9]+\]: ((error|fatal): (PAM: )?)?(([iI]nvalid user|[iI]llegal user|Failed [^ ]+ for|[aA]uthentication (failure|error|failed) for|User not known to the underlying authentication module for|maximum authentication attempts exceeded for) .* from [0-9a-fA-F.:]+( |$)|Connection (closed|reset) by (authenticating user [^ ]+ )?[0-9a-fA-F.:]+ port [0-9]+ \[preauth\])";
+
+const RUNS: usize = 5;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median seconds of RUNS calls of `f` (after one warm-up), and what it returned.
+fn time<T: PartialEq + std::fmt::Debug>(mut f: impl FnMut() -> T) -> (f64, T) {
+    let want = f();
+    let mut v = Vec::new();
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        let got = std::hint::black_box(f());
+        v.push(t.elapsed().as_secs_f64());
+        assert_eq!(got, want);
+    }
+    (median(v), want)
+}
+
+/// The buffer cut at line ends into pieces of about `size` bytes, as the source reads it.
+fn chunks(text: &str, size: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let cut = if rest.len() <= size {
+            rest.len()
+        } else {
+            rest[..size].rfind('\n').map_or(rest.len(), |i| i + 1)
+        };
+        out.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    out
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: u64 = args
@@ -106,36 +147,77 @@ fn main() {
         writeln!(f, "{l}").expect("write");
     }
     f.flush().expect("flush");
+    drop(f);
+    let text = std::fs::read_to_string(&path).expect("read back");
     println!(
-        "{n} lines, {:.1} MB, written to {}",
+        "{n} lines, {:.1} MB, written to {}; medians of {RUNS} runs",
         bytes as f64 / 1e6,
         path.display()
     );
     let now = 1_795_348_800;
-    for mode in ["normal", "aggressive"] {
+    let rate = |dt: f64| {
+        format!(
+            "{:>6.2} M lines/s {:>6.0} MB/s",
+            n as f64 / dt / 1e6,
+            bytes as f64 / dt / 1e6
+        )
+    };
+    for (mode, pat) in [("normal", GREP_NORMAL), ("aggressive", GREP_AGGRESSIVE)] {
         let filter = Filter::load(&FilterSpec::Name("sshd".into()), Some(mode)).expect("sshd");
-        // One pass to warm caches, then the timed pass.
-        let mut failures = 0u64;
-        for l in &lines {
-            if let LineMatch::Failure(_) = filter.match_line(l, now) {
-                failures += 1;
-            }
-        }
-        let t = Instant::now();
-        let mut timed = 0u64;
-        for l in &lines {
-            if let LineMatch::Failure(_) = std::hint::black_box(filter.match_line(l, now)) {
-                timed += 1;
-            }
-        }
-        let dt = t.elapsed().as_secs_f64();
-        assert_eq!(timed, failures);
+        println!("sshd/{mode} (prefilter literals: {:?})", filter.literals());
+        let (dt, by_line) = time(|| {
+            lines
+                .iter()
+                .filter(|l| matches!(filter.match_line(l, now), LineMatch::Failure(_)))
+                .count() as u64
+        });
         println!(
-            "sshd/{mode}: {failures} failures, {:.3} s, {:.0} lines/s, {:.0} MB/s (prefilter literals: {:?})",
-            dt,
-            n as f64 / dt,
-            bytes as f64 / dt / 1e6,
-            filter.literals()
+            "  match_line per line:      {} ({by_line} failures)",
+            rate(dt)
         );
+        let (dt, scanned) = time(|| {
+            let mut k = 0u64;
+            filter.scan(&text, now, &mut |_, _| k += 1);
+            k
+        });
+        println!(
+            "  scan, whole buffer:       {} ({scanned} failures)",
+            rate(dt)
+        );
+        assert_eq!(scanned, by_line, "scan and match_line disagree");
+        let pieces = chunks(&text, 64 * 1024);
+        let (dt, chunked) = time(|| {
+            let mut k = 0u64;
+            for c in &pieces {
+                filter.scan(c, now, &mut |_, _| k += 1);
+            }
+            k
+        });
+        println!(
+            "  scan, 64 KiB chunks:      {} ({chunked} failures)",
+            rate(dt)
+        );
+        assert_eq!(chunked, by_line);
+        let grep = time(|| {
+            std::process::Command::new("grep")
+                .env("LC_ALL", "C")
+                .args(["-cE", pat])
+                .arg(&path)
+                .output()
+                .ok()
+                .and_then(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        });
+        match grep {
+            (dt, Some(c)) => {
+                println!("  LC_ALL=C grep -cE:        {} ({c} lines)", rate(dt));
+                assert_eq!(c, by_line, "grep -cE and the filter disagree");
+            }
+            (_, None) => println!("  grep -cE: not available"),
+        }
     }
 }

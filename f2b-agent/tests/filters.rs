@@ -1,7 +1,8 @@
 //! Stock filters against log lines written for them: `tests/filters/NAME[@MODE].log`, one
 //! expectation per line in the sibling `.expect` (the address a failure must carry, or `-`
 //! for a line that must not be a failure). Also: the prefilter never changes an answer, and
-//! a line that is not a failure allocates nothing.
+//! a line that is not a failure allocates nothing, and [`Filter::scan`] on a whole log finds
+//! exactly the failures `match_line` finds line by line.
 #![allow(clippy::unwrap_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -9,7 +10,7 @@ use std::cell::Cell;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use f2b_agent::filter::{Filter, FilterSpec, LineMatch, stock};
+use f2b_agent::filter::{Failure, Filter, FilterSpec, LineMatch, stock};
 
 /// Counts allocations made by the current thread (tests run on several threads at once).
 struct Counting;
@@ -173,5 +174,75 @@ fn lines_that_are_not_failures_do_not_allocate() {
         allocs() - before,
         0,
         "allocations on lines that are not failures"
+    );
+}
+
+/// The failures of `text` as `match_line` finds them, with their lines' offsets.
+fn per_line(filter: &Filter, text: &str) -> Vec<(usize, Failure)> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    for raw in text.split_inclusive('\n') {
+        let line = raw.strip_suffix('\n').unwrap_or(raw);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if let LineMatch::Failure(f) = filter.match_line(line, NOW) {
+            out.push((off, f));
+        }
+        off += raw.len();
+    }
+    out
+}
+
+fn scanned(filter: &Filter, text: &str) -> Vec<(usize, Failure)> {
+    let mut out = Vec::new();
+    filter.scan(text, NOW, &mut |f, off| out.push((off, f.to_owned())));
+    out
+}
+
+#[test]
+fn scan_finds_what_match_line_finds() {
+    let mut total = 0;
+    for (log, name, mode) in cases() {
+        let filter = Filter::load(&FilterSpec::Name(name.clone()), mode.as_deref()).unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let want = per_line(&filter, &text);
+        assert_eq!(scanned(&filter, &text), want, "{log:?}");
+        // CRLF line ends, and a last line without its newline.
+        let crlf = text.replace('\n', "\r\n");
+        assert_eq!(
+            scanned(&filter, &crlf),
+            per_line(&filter, &crlf),
+            "{log:?} CRLF"
+        );
+        let cut = text.trim_end_matches('\n');
+        assert_eq!(
+            scanned(&filter, cut),
+            per_line(&filter, cut),
+            "{log:?} no final newline"
+        );
+        total += want.len();
+    }
+    assert!(total > 50, "only {total} failures compared");
+}
+
+#[test]
+fn scan_on_lines_that_are_not_failures_does_not_allocate() {
+    let sshd = Filter::load(&FilterSpec::Name("sshd".into()), Some("aggressive")).unwrap();
+    let chunk = "Nov 22 04:16:26 web1 CRON[2321]: pam_unix(cron:session): session closed for user root\n\
+        Nov 22 04:16:09 web1 sshd[2304]: Accepted publickey for deploy from 192.0.2.5 port 50000 ssh2\n\
+        2026-11-22T04:16:09+00:00 web1 sshd[2304]: Connection closed by 192.0.2.5 port 6004\n\
+        Nov 22 04:16:09 web1 sshd[2304]: Failed password for root from 198.51.100.9 port 22 ssh2\n";
+    let mut n = 0;
+    sshd.scan(chunk, NOW, &mut |_, _| n += 1);
+    assert_eq!(n, 1);
+    let before = allocs();
+    for _ in 0..1000 {
+        sshd.scan(chunk, NOW, &mut |f, _| {
+            std::hint::black_box(f);
+        });
+    }
+    assert_eq!(
+        allocs() - before,
+        0,
+        "allocations in scan (a failure is reported borrowed)"
     );
 }

@@ -31,6 +31,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aho_corasick::AhoCorasick;
 use regex::{CaptureLocations, Regex, RegexSet};
+use regex_automata::nfa::thompson::backtrack::{self, BoundedBacktracker};
+use regex_automata::util::captures::Captures;
+use regex_automata::{Input, PatternSet, meta};
 use serde::Deserialize;
 
 use date::{DateMode, Tz};
@@ -171,6 +174,8 @@ struct RawMode {
 #[derive(Debug, Clone)]
 struct Compiled {
     re: Regex,
+    /// The same pattern for captures on lines short enough for its visited set.
+    bt: Option<BoundedBacktracker>,
     host: Vec<usize>,
     user: Vec<usize>,
     alt_user: Vec<usize>,
@@ -181,7 +186,9 @@ struct Compiled {
 
 impl Compiled {
     fn new(regex: Regex, groups: &[(String, Role)]) -> Compiled {
+        let bt = BoundedBacktracker::new(regex.as_str()).ok();
         let mut c = Compiled {
+            bt,
             host: vec![],
             user: vec![],
             alt_user: vec![],
@@ -223,37 +230,142 @@ pub struct Filter {
     date: DateMode,
     tz: Tz,
     pref: Option<Compiled>,
-    fail_set: RegexSet,
+    /// `^X` when prefregex is `^X(?P<content>.+)$` and X captures nothing (see
+    /// [`pattern::prefix_before_content`]): the content found without a capturing search.
+    pref_prefix: Option<Regex>,
+    /// All failregexes, matched as a set (every pattern that matches anywhere, like
+    /// `RegexSet`): the first of them is the one whose captures are taken.
+    fail_set: meta::Regex,
+    /// The failregexes without assertions (see [`pattern::without_assertions`]): the cheap
+    /// first check on a line that passed the prefilter, before prefregex and captures.
+    quick_set: Option<RegexSet>,
     fail: Vec<Compiled>,
     ignore_set: Option<RegexSet>,
 }
 
-/// Per-thread buffers so that the per-line path does not allocate.
+/// A failure borrowed from the text that was matched: what [`Filter::scan`] reports
+/// without allocating. [`FailureRef::to_owned`] makes a [`Failure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureRef<'a> {
+    pub ip: IpAddr,
+    pub host: &'a str,
+    pub time: Option<i64>,
+    pub failregex: usize,
+    pub user: Option<&'a str>,
+    pub id: Option<&'a str>,
+}
+
+impl FailureRef<'_> {
+    pub fn to_owned(&self) -> Failure {
+        Failure {
+            ip: self.ip,
+            host: self.host.to_string(),
+            time: self.time,
+            failregex: self.failregex,
+            user: self.user.map(str::to_string),
+            id: self.id.map(str::to_string),
+        }
+    }
+}
+
+/// What one line amounts to, borrowed.
+enum Verdict<'a> {
+    Miss,
+    Ignored,
+    Failure(FailureRef<'a>),
+}
+
+/// Per-thread buffers so that the per-line path does not allocate. Taken out of the
+/// thread-local for the duration of a call (and put back after), so a callback that
+/// matches again with another filter gets its own instead of a borrow panic.
+#[derive(Default)]
 struct Scratch {
     /// The line with a mid-line date cut out.
     buf: String,
-    /// prefregex capture slots, per filter id (a thread serves few filters).
-    locs: Vec<(u64, CaptureLocations)>,
+    /// Capture slots per (filter id, pattern): prefregex is `PREF`, failregexes their index.
+    locs: Vec<((u64, usize), CaptureLocations)>,
+    /// Backtracker caches and capture slots per (filter id, failregex).
+    bts: Vec<((u64, usize), BtSlot)>,
+    /// Which failregexes matched.
+    pats: Option<PatternSet>,
+}
+
+struct BtSlot {
+    cache: backtrack::Cache,
+    caps: Captures,
+}
+
+/// A failregex's capture spans, from whichever engine took them.
+enum Groups<'s> {
+    Bt(&'s Captures),
+    Locs(&'s CaptureLocations),
+}
+
+impl Groups<'_> {
+    fn get(&self, g: usize) -> Option<(usize, usize)> {
+        match self {
+            Groups::Bt(c) => c.get_group(g).map(|s| (s.start, s.end)),
+            Groups::Locs(l) => l.get(g),
+        }
+    }
+}
+
+fn bt_for<'a>(
+    bts: &'a mut Vec<((u64, usize), BtSlot)>,
+    id: (u64, usize),
+    bt: &BoundedBacktracker,
+) -> &'a mut BtSlot {
+    let i = match bts.iter().position(|(i, _)| *i == id) {
+        Some(i) => i,
+        None => {
+            if bts.len() >= MAX_SCRATCH_FILTERS
+                && let Some(k) = bts.iter().position(|((f, _), _)| *f != id.0)
+            {
+                bts.remove(k);
+            }
+            bts.push((
+                id,
+                BtSlot {
+                    cache: bt.create_cache(),
+                    caps: bt.create_captures(),
+                },
+            ));
+            bts.len() - 1
+        }
+    };
+    &mut bts[i].1
+}
+
+const PREF: usize = usize::MAX;
+
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    let mut s = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    let r = f(&mut s);
+    SCRATCH.with(|c| *c.borrow_mut() = s);
+    r
 }
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = const {
-        RefCell::new(Scratch { buf: String::new(), locs: Vec::new() })
+        RefCell::new(Scratch { buf: String::new(), locs: Vec::new(), bts: Vec::new(), pats: None })
     };
 }
 
-const MAX_SCRATCH_FILTERS: usize = 64;
+const MAX_SCRATCH_FILTERS: usize = 256;
 
 fn locs_for<'a>(
-    locs: &'a mut Vec<(u64, CaptureLocations)>,
-    id: u64,
+    locs: &'a mut Vec<((u64, usize), CaptureLocations)>,
+    id: (u64, usize),
     re: &Regex,
 ) -> &'a mut CaptureLocations {
     let i = match locs.iter().position(|(i, _)| *i == id) {
         Some(i) => i,
         None => {
-            if locs.len() >= MAX_SCRATCH_FILTERS {
-                locs.remove(0);
+            // Evict another filter's slots, never this one's: a call holds several at once.
+            if locs.len() >= MAX_SCRATCH_FILTERS
+                && let Some(k) = locs.iter().position(|((f, _), _)| *f != id.0)
+            {
+                locs.remove(k);
             }
             locs.push((id, re.capture_locations()));
             locs.len() - 1
@@ -441,14 +553,24 @@ impl Filter {
             )),
             None => raw.prefregex.as_ref().map(|p| (p, key("prefregex"))),
         };
-        let pref = match pref_src {
-            None => None,
+        let (pref, pref_prefix) = match pref_src {
+            None => (None, None),
             Some((p, o)) => {
-                let (c, _) = loader.compile(p, &o)?;
+                let (c, re) = loader.compile(p, &o)?;
                 if c.content.is_empty() {
                     return Err(loader.err(&o, "needs <F-CONTENT>...</F-CONTENT>"));
                 }
-                Some(c)
+                let plain = c.host.is_empty()
+                    && c.user.is_empty()
+                    && c.alt_user.is_empty()
+                    && c.id.is_empty()
+                    && c.nofail.is_empty()
+                    && c.content.len() == 1;
+                let prefix = plain
+                    .then(|| pattern::prefix_before_content(&re, c.content[0]))
+                    .flatten()
+                    .and_then(|x| Regex::new(&x).ok());
+                (Some(c), prefix)
             }
         };
         let pref_has_host = pref.as_ref().is_some_and(|p| !p.host.is_empty());
@@ -495,8 +617,19 @@ impl Filter {
             fail.push(c);
             fail_res.push(re);
         }
-        let fail_set = RegexSet::new(&fail_res)
+        // Checked by RegexSet for the error message; matched with the same engine directly.
+        RegexSet::new(&fail_res)
             .map_err(|e| FilterError::new(loader.file.clone(), None, regex_message(&e)))?;
+        let fail_set = meta::Regex::builder()
+            .configure(meta::Config::new().match_kind(regex_automata::MatchKind::All))
+            .build_many(&fail_res)
+            .map_err(|e| FilterError::new(loader.file.clone(), None, format!("bad regex: {e}")))?;
+        // Only an optimisation: any pattern it cannot make means no quick check.
+        let quick_set = fail_res
+            .iter()
+            .map(|r| pattern::without_assertions(r))
+            .collect::<Option<Vec<String>>>()
+            .and_then(|q| RegexSet::new(q).ok());
         let mut ign_res = Vec::with_capacity(ign_src.len());
         for (p, o) in &ign_src {
             let (_, re) = loader.compile(p, o)?;
@@ -529,16 +662,23 @@ impl Filter {
             Some(l) => Some(l.into_iter().filter(|s| !s.is_empty()).collect()),
             None => fail_res
                 .iter()
-                .map(|r| pattern::required_literal(r))
-                .collect::<Option<Vec<String>>>(),
+                .map(|r| pattern::required_literals(r))
+                .collect::<Option<Vec<Vec<String>>>>()
+                .map(|v| v.concat()),
         };
         let (prefilter, literals) = match literals {
             Some(mut l) if !l.is_empty() => {
                 l.sort();
                 l.dedup();
-                let ac = AhoCorasick::new(&l).map_err(|e| {
-                    loader.err(&key("literals"), format!("cannot build the prefilter: {e}"))
-                })?;
+                // A literal containing another adds nothing to "contains any of them".
+                let all = l.clone();
+                l.retain(|a| !all.iter().any(|b| b != a && a.contains(b.as_str())));
+                let ac = AhoCorasick::builder()
+                    .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+                    .build(&l)
+                    .map_err(|e| {
+                        loader.err(&key("literals"), format!("cannot build the prefilter: {e}"))
+                    })?;
                 (Some(ac), l)
             }
             _ => (None, Vec::new()),
@@ -554,7 +694,9 @@ impl Filter {
             date,
             tz,
             pref,
+            pref_prefix,
             fail_set,
+            quick_set,
             fail,
             ignore_set,
         })
@@ -600,62 +742,184 @@ impl Filter {
     }
 
     fn match_after_prefilter(&self, line: &str, now: i64) -> LineMatch {
-        let found = self.date.find(line, self.tz, now);
-        SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
-            let Scratch { buf, locs } = &mut *s;
-            let text: &str = match found {
-                None => line,
-                Some(f) if f.start == 0 => &line[f.end..],
-                Some(f) => {
-                    buf.clear();
-                    buf.push_str(&line[..f.start]);
-                    buf.push_str(&line[f.end..]);
-                    buf.as_str()
-                }
-            };
-            self.match_text(text, found.map(|f| f.time), locs)
+        with_scratch(|s| match self.verdict(line, now, s) {
+            Verdict::Miss => LineMatch::Miss,
+            Verdict::Ignored => LineMatch::Ignored,
+            Verdict::Failure(f) => LineMatch::Failure(f.to_owned()),
         })
     }
 
-    fn match_text(
+    /// Finds the failures in a buffer of lines (separated by `\n`, the last one with or
+    /// without it; one trailing `\r` of a line is not part of it, as with `str::lines`) and
+    /// calls `on_failure(failure, offset of its line in chunk)` for each, in order. Gives the
+    /// same failures as [`Filter::match_line`] on every line, but searches the whole buffer
+    /// for the prefilter's literals at once and only looks at the lines around a hit.
+    pub fn scan(
         &self,
-        text: &str,
+        chunk: &str,
+        now_unix: i64,
+        on_failure: &mut dyn FnMut(&FailureRef<'_>, usize),
+    ) {
+        let b = chunk.as_bytes();
+        with_scratch(|s| {
+            let mut pos = 0usize;
+            while pos < b.len() {
+                let (start, end) = match &self.prefilter {
+                    Some(pf) => {
+                        let Some(m) = pf.find(aho_corasick::Input::new(b).span(pos..b.len()))
+                        else {
+                            return;
+                        };
+                        // Literals hold no newline: the hit lies within one line.
+                        let start =
+                            memchr::memrchr(b'\n', &b[pos..m.start()]).map_or(pos, |i| pos + i + 1);
+                        let end = memchr::memchr(b'\n', &b[m.start()..])
+                            .map_or(b.len(), |i| m.start() + i);
+                        (start, end)
+                    }
+                    None => {
+                        let end = memchr::memchr(b'\n', &b[pos..]).map_or(b.len(), |i| pos + i);
+                        (pos, end)
+                    }
+                };
+                pos = end + 1;
+                // Both ends sit next to an ASCII byte (or the buffer's ends): char boundaries.
+                let raw = &chunk[start..end];
+                let line = raw.strip_suffix('\r').unwrap_or(raw);
+                if let Verdict::Failure(f) = self.verdict(line, now_unix, s) {
+                    on_failure(&f, start);
+                }
+            }
+        });
+    }
+
+    /// Everything after the prefilter, cheapest check first: date position, the failregexes
+    /// without assertions (one DFA pass, no captures), then prefregex and the captures of
+    /// the failregex that matched.
+    fn verdict<'a>(&self, line: &'a str, now: i64, s: &'a mut Scratch) -> Verdict<'a> {
+        let found = self.date.find(line, self.tz, now);
+        let Scratch {
+            buf,
+            locs,
+            bts,
+            pats,
+        } = s;
+        let text: &str = match found {
+            None => line,
+            Some(f) if f.start == 0 => &line[f.end..],
+            Some(f) => {
+                buf.clear();
+                buf.push_str(&line[..f.start]);
+                buf.push_str(&line[f.end..]);
+                buf.as_str()
+            }
+        };
+        // Only worth a pass of its own when prefregex needs a capturing search.
+        if self.pref_prefix.is_none()
+            && self.pref.is_some()
+            && let Some(q) = &self.quick_set
+            && !q.is_match(text)
+        {
+            return Verdict::Miss;
+        }
+        self.match_text(text, found.map(|f| f.time), locs, bts, pats)
+    }
+
+    fn match_text<'a>(
+        &self,
+        text: &'a str,
         time: Option<i64>,
-        locs: &mut Vec<(u64, CaptureLocations)>,
-    ) -> LineMatch {
-        let mut pref_locs: Option<&CaptureLocations> = None;
-        let content = match &self.pref {
-            None => text,
-            Some(p) => {
-                let l = locs_for(locs, self.id, &p.re);
+        locs: &'a mut Vec<((u64, usize), CaptureLocations)>,
+        bts: &'a mut Vec<((u64, usize), BtSlot)>,
+        pats: &mut Option<PatternSet>,
+    ) -> Verdict<'a> {
+        // Slots of prefregex, then of the failregex, both in the per-thread list.
+        let mut pref_span: Option<(usize, usize)> = None;
+        let fast = match &self.pref_prefix {
+            Some(x) => match x.find(text) {
+                None => return Verdict::Miss,
+                Some(m) if m.end() < text.len() => Some(&text[m.end()..]),
+                Some(_) => None,
+            },
+            None => None,
+        };
+        let content = match (&self.pref, fast) {
+            (None, _) => text,
+            (Some(_), Some(c)) => c,
+            (Some(p), None) => {
+                let l = locs_for(locs, (self.id, PREF), &p.re);
                 if p.re.captures_read(l, text).is_none() {
-                    return LineMatch::Miss;
+                    return Verdict::Miss;
                 }
                 let Some((a, b)) = p.content.iter().find_map(|&g| l.get(g)) else {
-                    return LineMatch::Miss;
+                    return Verdict::Miss;
                 };
-                pref_locs = Some(l);
+                pref_span = Some((a, b));
                 &text[a..b]
             }
         };
-        if !self.fail_set.is_match(content) {
-            return LineMatch::Miss;
-        }
-        // From here on the line is (almost always) a failure: allocating is fine.
-        let Some(idx) = self.fail_set.matches(content).iter().next() else {
-            return LineMatch::Miss;
+        // The first pattern that matches, as `RegexSet::matches` would say, without
+        // allocating its answer.
+        let n = self.fail.len();
+        let ps = match pats {
+            Some(p) if p.capacity() >= n => p,
+            _ => pats.insert(PatternSet::new(n)),
+        };
+        ps.clear();
+        self.fail_set
+            .which_overlapping_matches(&Input::new(content), ps);
+        let Some(idx) = ps.iter().next().map(|p| p.as_usize()) else {
+            return Verdict::Miss;
         };
         let c = &self.fail[idx];
-        let Some(caps) = c.re.captures(content) else {
-            return LineMatch::Miss;
+        let key = (self.id, idx);
+        let by_bt = match &c.bt {
+            Some(bt) if content.len() <= bt.max_haystack_len() => {
+                let slot = bt_for(bts, key, bt);
+                if bt
+                    .try_search(&mut slot.cache, &Input::new(content), &mut slot.caps)
+                    .is_err()
+                    || !slot.caps.is_match()
+                {
+                    return Verdict::Miss;
+                }
+                true
+            }
+            _ => {
+                let l = locs_for(locs, key, &c.re);
+                if c.re.captures_read(l, content).is_none() {
+                    return Verdict::Miss;
+                }
+                false
+            }
         };
-        if c.nofail.iter().any(|&g| caps.get(g).is_some()) {
-            return LineMatch::Miss;
+        let found = |k: &(u64, usize)| *k == key;
+        let fl = if by_bt {
+            match bts.iter().find(|(k, _)| found(k)) {
+                Some((_, s)) => Groups::Bt(&s.caps),
+                None => return Verdict::Miss,
+            }
+        } else {
+            match locs.iter().find(|(k, _)| found(k)) {
+                Some((_, l)) => Groups::Locs(l),
+                None => return Verdict::Miss,
+            }
+        };
+        if c.nofail.iter().any(|&g| fl.get(g).is_some()) {
+            return Verdict::Miss;
         }
-        let first = |gs: &[usize]| gs.iter().find_map(|&g| caps.get(g)).map(|m| m.as_str());
-        let from_pref = |gs: fn(&Compiled) -> &Vec<usize>| -> Option<&str> {
-            let (p, l) = (self.pref.as_ref()?, pref_locs?);
+        let pl = pref_span.and_then(|_| {
+            locs.iter()
+                .find(|(k, _)| *k == (self.id, PREF))
+                .map(|(_, l)| l)
+        });
+        let first = |gs: &[usize]| {
+            gs.iter()
+                .find_map(|&g| fl.get(g))
+                .map(|(a, b)| &content[a..b])
+        };
+        let from_pref = |gs: fn(&Compiled) -> &Vec<usize>| -> Option<&'a str> {
+            let (p, l) = (self.pref.as_ref()?, pl?);
             gs(p)
                 .iter()
                 .find_map(|&g| l.get(g))
@@ -663,29 +927,29 @@ impl Filter {
         };
         let host = first(&c.host).or_else(|| from_pref(|p| &p.host));
         let Some(host) = host else {
-            return LineMatch::Miss;
+            return Verdict::Miss;
         };
         let Some(ip) = parse_ip(host) else {
             // Not an address (hostnames are never looked up): nothing to ban.
-            return LineMatch::Miss;
+            return Verdict::Miss;
         };
         if let Some(ig) = &self.ignore_set
             && ig.is_match(text)
         {
-            return LineMatch::Ignored;
+            return Verdict::Ignored;
         }
         let user = first(&c.user)
             .or_else(|| from_pref(|p| &p.user))
             .or_else(|| first(&c.alt_user))
             .or_else(|| from_pref(|p| &p.alt_user));
         let id = first(&c.id).or_else(|| from_pref(|p| &p.id));
-        LineMatch::Failure(Failure {
+        Verdict::Failure(FailureRef {
             ip,
-            host: host.to_string(),
+            host,
             time,
             failregex: idx,
-            user: user.map(str::to_string),
-            id: id.map(str::to_string),
+            user,
+            id,
         })
     }
 }

@@ -200,6 +200,162 @@ pub fn required_literal(regex: &str) -> Option<String> {
         .max_by_key(|s| s.len())
 }
 
+/// Most literals one pattern may contribute to the prefilter (Aho-Corasick's packed SIMD
+/// searcher handles up to 64 in all).
+const MAX_SET: usize = 8;
+
+/// A set of literals one of which every match of `regex` contains, chosen to be selective:
+/// e.g. `{"Invalid user ", "invalid user ", "Illegal user ", "illegal user "}` for
+/// `^(?:[iI]nvalid|[iI]llegal) user ...`, where [`required_literal`] can only offer
+/// `" from "`. Windows of the pattern's top-level sequence are expanded into their finite
+/// prefix sets (regex-syntax's extractor); the window whose shortest literal is longest
+/// wins, and [`required_literal`]'s single literal competes on the same terms. None when
+/// neither finds literals of at least 3 non-space bytes.
+pub fn required_literals(regex: &str) -> Option<Vec<String>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(regex)
+        .ok()?;
+    let mut top = &hir;
+    while let HirKind::Capture(c) = top.kind() {
+        top = &c.sub;
+    }
+    let parts: Vec<Hir> = match top.kind() {
+        HirKind::Concat(p) => p.clone(),
+        _ => vec![top.clone()],
+    };
+    // (shortest literal length, fewer literals is better, the set)
+    let mut best: Option<(usize, usize, Vec<String>)> = None;
+    let mut offer = |set: Vec<String>| {
+        let Some(min) = set.iter().map(String::len).min() else {
+            return;
+        };
+        let better = match &best {
+            None => true,
+            Some((m, n, _)) => min > *m || (min == *m && set.len() < *n),
+        };
+        if better {
+            best = Some((min, set.len(), set));
+        }
+    };
+    let mut ex = Extractor::new();
+    ex.kind(ExtractKind::Prefix).limit_total(64);
+    for i in 0..parts.len() {
+        for j in i + 1..=parts.len().min(i + 8) {
+            let seq = ex.extract(&Hir::concat(parts[i..j].to_vec()));
+            let Some(lits) = seq.literals() else { continue };
+            if lits.is_empty() || lits.len() > MAX_SET {
+                continue;
+            }
+            let set: Option<Vec<String>> = lits
+                .iter()
+                .map(|l| {
+                    split_at_cut(l.as_bytes())
+                        .into_iter()
+                        .filter_map(|r| String::from_utf8(r).ok())
+                        .filter(|s| s.trim().len() >= 3 && !s.contains('\n'))
+                        .max_by_key(|s| s.len())
+                })
+                .collect();
+            if let Some(mut set) = set {
+                set.sort();
+                set.dedup();
+                offer(set);
+            }
+        }
+    }
+    if let Some(l) = required_literal(regex)
+        && !l.contains('\n')
+    {
+        offer(vec![l]);
+    }
+    best.map(|(_, _, s)| s)
+}
+
+/// The same regex with every zero-width assertion (`^`, `$`, `\b`, ...) removed: it matches
+/// a superset of what the original matches anywhere in any context, so a text it does not
+/// match cannot contain a match of the original (of a substring such as prefregex's
+/// content either). Used as the cheap first check on candidate lines.
+pub fn without_assertions(regex: &str) -> Option<String> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(regex)
+        .ok()?;
+    Some(strip_looks(&hir).to_string())
+}
+
+/// For a prefregex of the form `^X(?P<content>.+)$` whose `X` captures nothing: the regex
+/// `^(?:X)`. Then the content is everything after the end of `^X`'s (leftmost-first) match,
+/// whenever that end is before the end of the text: `.+$` accepts any non-empty rest of a
+/// line, so the backtracking order that picks X's match is the same in both. One DFA pass
+/// instead of a capturing search. `content_group` is the content group's index.
+pub fn prefix_before_content(regex: &str, content_group: usize) -> Option<String> {
+    use regex_syntax::hir::{Dot, Look};
+    let hir = regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(regex)
+        .ok()?;
+    let HirKind::Concat(parts) = hir.kind() else {
+        return None;
+    };
+    let n = parts.len();
+    if n < 3 {
+        return None;
+    }
+    if !matches!(parts[0].kind(), HirKind::Look(Look::Start))
+        || !matches!(parts[n - 1].kind(), HirKind::Look(Look::End))
+    {
+        return None;
+    }
+    let HirKind::Capture(c) = parts[n - 2].kind() else {
+        return None;
+    };
+    let dot_plus = |d| {
+        Hir::repetition(regex_syntax::hir::Repetition {
+            min: 1,
+            max: None,
+            greedy: true,
+            sub: Box::new(Hir::dot(d)),
+        })
+    };
+    if c.index as usize != content_group
+        || (*c.sub != dot_plus(Dot::AnyCharExceptLF) && *c.sub != dot_plus(Dot::AnyByteExceptLF))
+    {
+        return None;
+    }
+    let x = &parts[1..n - 2];
+    if x.iter().any(|h| h.properties().explicit_captures_len() > 0) {
+        return None;
+    }
+    let mut v = vec![Hir::look(Look::Start)];
+    v.extend(x.iter().cloned());
+    Some(Hir::concat(v).to_string())
+}
+
+fn strip_looks(h: &Hir) -> Hir {
+    match h.kind() {
+        HirKind::Look(_) => Hir::empty(),
+        HirKind::Capture(c) => {
+            // Names are dropped: the stripped patterns are only ever asked "is there a match".
+            Hir::capture(regex_syntax::hir::Capture {
+                index: c.index,
+                name: None,
+                sub: Box::new(strip_looks(&c.sub)),
+            })
+        }
+        HirKind::Repetition(r) => Hir::repetition(regex_syntax::hir::Repetition {
+            min: r.min,
+            max: r.max,
+            greedy: r.greedy,
+            sub: Box::new(strip_looks(&r.sub)),
+        }),
+        HirKind::Concat(p) => Hir::concat(p.iter().map(strip_looks).collect()),
+        HirKind::Alternation(p) => Hir::alternation(p.iter().map(strip_looks).collect()),
+        _ => h.clone(),
+    }
+}
+
 fn split_at_cut(r: &[u8]) -> Vec<Vec<u8>> {
     let mut parts = Vec::new();
     let mut start = 0;
@@ -299,5 +455,57 @@ mod tests {
         );
         // Case-insensitive text is not a literal.
         assert_eq!(lit(r"(?i)^authentication failed").as_deref(), None);
+    }
+
+    #[test]
+    fn literal_sets() {
+        let lits = |p: &str| required_literals(&translate(p).unwrap().regex);
+        assert_eq!(
+            lits(r"^(?:[iI]nvalid|[iI]llegal) user <F-USER>\S+</F-USER> from <HOST>").unwrap(),
+            [
+                "Illegal user ",
+                "Invalid user ",
+                "illegal user ",
+                "invalid user "
+            ]
+        );
+        assert_eq!(
+            lits(r"^Failed \S+ for <F-USER>\S+</F-USER> from <HOST>").unwrap(),
+            ["Failed "]
+        );
+        assert_eq!(lits(r"^(?:foo|bar) x").unwrap(), ["bar x", "foo x"]);
+        assert_eq!(lits(r"^(?:fo|ba)"), None);
+        assert_eq!(lits(r#"^<HOST> - \S+ \[\] "GETX"#).unwrap(), [r#" "GETX"#]);
+    }
+
+    #[test]
+    fn prefix_before_content_form() {
+        let t = translate(r"^\S+ (?:error: )?<F-CONTENT>.+</F-CONTENT>$").unwrap();
+        let re = regex::Regex::new(&t.regex).unwrap();
+        let g = re.capture_names().position(|n| n.is_some()).unwrap();
+        let x = prefix_before_content(&t.regex, g).unwrap();
+        let m = regex::Regex::new(&x)
+            .unwrap()
+            .find("host error: boom")
+            .unwrap();
+        assert_eq!(m.end(), "host error: ".len());
+        // Captures in the prefix, or anything after the content: not this form.
+        let t = translate(r"^<HOST> <F-CONTENT>.+</F-CONTENT>$").unwrap();
+        let re = regex::Regex::new(&t.regex).unwrap();
+        let g = re
+            .capture_names()
+            .position(|n| n == Some("content"))
+            .unwrap_or(99);
+        assert_eq!(prefix_before_content(&t.regex, g), None);
+        let t = translate(r"^x <F-CONTENT>.+</F-CONTENT> y$").unwrap();
+        assert_eq!(prefix_before_content(&t.regex, 1), None);
+    }
+
+    #[test]
+    fn stripped_assertions_match_a_superset() {
+        let re = without_assertions(r"^a\b(?P<x>b)+$").unwrap();
+        let r = regex::Regex::new(&re).unwrap();
+        assert!(r.is_match("xx ab yy"));
+        assert!(!r.is_match("xx a yy"));
     }
 }

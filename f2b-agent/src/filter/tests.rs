@@ -309,3 +309,47 @@ fn stock_and_operator_dir() {
     // Names never escape the directory.
     assert!(Filter::load_from(&FilterSpec::Name("../x".into()), None, Some(dir.path())).is_err());
 }
+
+/// The prefregex shortcut (a DFA for `^X` instead of a capturing search) finds the same
+/// content as the capturing search on every stock filter's test lines.
+#[test]
+fn prefregex_prefix_shortcut_finds_the_same_content() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filters");
+    let mut used = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "log") {
+            continue;
+        }
+        let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+        let (name, mode) = match stem.split_once('@') {
+            Some((n, m)) => (n.to_string(), Some(m.to_string())),
+            None => (stem, None),
+        };
+        let flt = Filter::load(&FilterSpec::Name(name), mode.as_deref()).unwrap();
+        let (Some(pref), Some(x)) = (&flt.pref, &flt.pref_prefix) else {
+            continue;
+        };
+        used += 1;
+        for line in std::fs::read_to_string(&p).unwrap().lines() {
+            let text = match flt.date.find(line, flt.tz, NOW) {
+                Some(f) => format!("{}{}", &line[..f.start], &line[f.end..]),
+                None => line.to_string(),
+            };
+            let slow = pref
+                .re
+                .captures(&text)
+                .and_then(|c| pref.content.iter().find_map(|&g| c.get(g)))
+                .map(|m| m.as_str());
+            let fast = x.find(&text).map(|m| &text[m.end()..]);
+            match (slow, fast) {
+                (None, None) => {}
+                (Some(s), Some(f)) if s == f => {}
+                // X took the whole text: the engine falls back to the capturing search.
+                (_, Some("")) => {}
+                other => panic!("{p:?}: {line}: {other:?}"),
+            }
+        }
+    }
+    assert!(used >= 3, "only {used} filters use the shortcut");
+}

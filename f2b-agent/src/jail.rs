@@ -7,6 +7,79 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
+/// foldhash rather than std's SipHash: several times cheaper per lookup on a 17-byte key,
+/// and still seeded per process, which matters here because the keys are chosen by
+/// attackers (spoofed sources): an unkeyed hash such as FxHash would let them aim at one
+/// bucket chain. Already in the tree (hashbrown uses it).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Failure times kept inline up to this many (maxretry defaults to 5), so tracking an
+/// address costs no allocation of its own; larger maxretry spills to the heap.
+const INLINE: usize = 6;
+
+/// The failure times of one address within findtime, oldest first.
+#[derive(Debug)]
+enum Times {
+    Inline { len: u8, t: [i64; INLINE] },
+    Heap(Vec<i64>),
+}
+
+impl Times {
+    fn new() -> Times {
+        Times::Inline {
+            len: 0,
+            t: [0; INLINE],
+        }
+    }
+
+    fn as_slice(&self) -> &[i64] {
+        match self {
+            Times::Inline { len, t } => &t[..usize::from(*len)],
+            Times::Heap(v) => v,
+        }
+    }
+
+    /// Inserts keeping the order (lines may arrive slightly out of order).
+    fn insert(&mut self, time: i64) {
+        let pos = self
+            .as_slice()
+            .iter()
+            .rposition(|t| *t <= time)
+            .map_or(0, |p| p + 1);
+        match self {
+            Times::Inline { len, t } if usize::from(*len) < INLINE => {
+                let n = usize::from(*len);
+                t.copy_within(pos..n, pos + 1);
+                t[pos] = time;
+                *len += 1;
+            }
+            Times::Inline { len, t } => {
+                let mut v = t[..usize::from(*len)].to_vec();
+                v.insert(pos, time);
+                *self = Times::Heap(v);
+            }
+            Times::Heap(v) => v.insert(pos, time),
+        }
+    }
+
+    /// Drops the `k` oldest.
+    fn drop_front(&mut self, k: usize) {
+        if k == 0 {
+            return;
+        }
+        match self {
+            Times::Inline { len, t } => {
+                let n = usize::from(*len);
+                t.copy_within(k..n, 0);
+                *len = (n - k) as u8;
+            }
+            Times::Heap(v) => {
+                v.drain(..k);
+            }
+        }
+    }
+}
+
 /// A ban decision: `failures` failures of `ip`, the last at `time` (Unix seconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
@@ -20,7 +93,7 @@ pub struct Ticket {
 #[derive(Debug)]
 struct Entry {
     /// Failure times within findtime, oldest first (at most maxretry are kept).
-    times: VecDeque<i64>,
+    times: Times,
     /// Recency stamp, matched against the LRU queue.
     seq: u64,
 }
@@ -38,7 +111,7 @@ pub struct FailManager {
     maxretry: u32,
     findtime: i64,
     max_tracked: usize,
-    entries: HashMap<IpAddr, Entry>,
+    entries: Map<IpAddr, Entry>,
     /// (seq, ip) in touch order; stale pairs (seq no longer current) are skipped lazily.
     lru: VecDeque<(u64, IpAddr)>,
     seq: u64,
@@ -51,7 +124,7 @@ impl FailManager {
             maxretry: maxretry.max(1),
             findtime: findtime_secs as i64,
             max_tracked: max_tracked.max(1),
-            entries: HashMap::new(),
+            entries: Map::default(),
             lru: VecDeque::new(),
             seq: 0,
             stats: FailStats::default(),
@@ -93,33 +166,24 @@ impl FailManager {
         self.stats.failed_total += 1;
         self.seq += 1;
         let seq = self.seq;
-        if !self.entries.contains_key(&ip) && self.entries.len() >= self.max_tracked {
+        if self.entries.len() >= self.max_tracked && !self.entries.contains_key(&ip) {
             self.evict_one();
         }
         let e = self.entries.entry(ip).or_insert_with(|| Entry {
-            times: VecDeque::new(),
+            times: Times::new(),
             seq,
         });
         e.seq = seq;
-        // Keep times ordered even if lines arrive slightly out of order.
-        let pos = e
-            .times
+        e.times.insert(time);
+        let ts = e.times.as_slice();
+        let newest = ts.last().copied().unwrap_or(time);
+        let stale = ts
             .iter()
-            .rposition(|t| *t <= time)
-            .map_or(0, |p| p + 1);
-        e.times.insert(pos, time);
-        let newest = *e.times.back().unwrap_or(&time);
-        while e
-            .times
-            .front()
-            .is_some_and(|t| *t <= newest - self.findtime)
-        {
-            e.times.pop_front();
-        }
-        while e.times.len() > self.maxretry as usize {
-            e.times.pop_front();
-        }
-        let n = e.times.len() as u32;
+            .take_while(|t| **t <= newest - self.findtime)
+            .count();
+        let over = (ts.len() - stale).saturating_sub(self.maxretry as usize);
+        e.times.drop_front(stale + over);
+        let n = e.times.as_slice().len() as u32;
         if n >= self.maxretry {
             self.entries.remove(&ip);
             return Some(Ticket {
@@ -235,5 +299,26 @@ mod tests {
             "LRU queue stays bounded: {}",
             f.lru.len()
         );
+    }
+
+    #[test]
+    fn maxretry_above_the_inline_capacity_and_out_of_order_times() {
+        let n = INLINE as u32 + 3;
+        let mut f = FailManager::new(n, 600, 100);
+        // Out of order: 1000 + (k * 7 mod n), all within findtime.
+        for k in 0..n - 1 {
+            let t = 1000 + i64::from(k * 7 % n);
+            assert_eq!(f.add_failure(ip(5), t, 1100, None), None, "failure {k}");
+        }
+        let t = f
+            .add_failure(ip(5), 1001, 1100, None)
+            .expect("n-th failure bans");
+        assert_eq!(t.failures, n);
+        // The window slides on the newest time: old ones fall out even when spilled.
+        let mut g = FailManager::new(n, 10, 100);
+        for k in 0..n - 1 {
+            g.add_failure(ip(6), 1000 + i64::from(k), 1000, None);
+        }
+        assert_eq!(g.add_failure(ip(6), 1012, 1012, None), None);
     }
 }

@@ -2,6 +2,8 @@
 //! filter and failure counter, so the per-line path (read -> prefilter/regex -> count) is
 //! plain synchronous code with no lock; it takes the ban manager's lock once per batch of
 //! lines, to ban what crossed maxretry and commit the read positions with those bans.
+//! Files are read and matched a buffer at a time ([`LogSource::poll_chunks`] into
+//! [`Filter::scan`]); the journal, which arrives as entries, a line at a time.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +22,11 @@ use crate::source::{self, JournalConfig, JournalSource, LogSource, SourceOptions
 
 /// How long a reader waits for a change before it looks at the stop flag again.
 const TICK: Duration = Duration::from_millis(200);
+
+/// Most bytes of log read per batch: a backlog is committed (positions with the bans they
+/// caused) in pieces of this size, so one lock hold and one redb commit stay small and the
+/// stop flag is seen between pieces.
+const BATCH_BYTES: usize = 4 << 20;
 
 /// A jail's filter, loaded and checked.
 pub struct Prepared {
@@ -171,23 +178,25 @@ fn run_files(
         waiter.backend()
     );
     let mut first = true;
+    let mut more = false;
     // `committed`: positions as last committed. A quiet poll that changed them (a file
     // appeared or went away) is committed too, so a restart starts right.
     while !stop.load(Ordering::Relaxed) {
-        if !first {
+        // A backlog is read BATCH_BYTES at a time, each piece committed with its bans.
+        if !first && !more {
             waiter.wait(TICK)?;
         }
         first = false;
         let now = unix_now() as i64;
         let mut tickets = Vec::new();
-        let stats = src.poll(&mut |_path, line| {
-            if let LineMatch::Failure(f) = p.filter.match_line(line, now)
-                && let Some(t) =
-                    fails.add_failure(f.ip, f.time.unwrap_or(now), now, f.user.as_deref())
-            {
-                tickets.push(t);
-            }
+        let stats = src.poll_chunks(BATCH_BYTES, &mut |_path, chunk| {
+            p.filter.scan(chunk, now, &mut |f, _| {
+                if let Some(t) = fails.add_failure(f.ip, f.time.unwrap_or(now), now, f.user) {
+                    tickets.push(t);
+                }
+            });
         })?;
+        more = stats.more;
         waiter.watch(&src.watch_dirs())?;
         if stats.truncated_lines > 0 {
             log::warn!(

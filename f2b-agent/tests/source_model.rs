@@ -11,6 +11,9 @@
 //! - the agent restarted while its file was away from the path, unless that file is the one
 //!   the checkpoint names, still exists in the same directory and was not truncated since.
 //!
+//! Each seed runs with `LogSource::poll` (lines) or `LogSource::poll_chunks` (buffers of
+//! lines, unbounded or with a small byte budget so reads stop mid-file), which must not differ.
+//!
 //! Files here always begin with a unique line id (the writer never writes fewer than the id's
 //! bytes), which is what lets the fingerprint tell a rewritten file from the old one.
 
@@ -84,6 +87,8 @@ struct Model {
     rotations: u32,
     delivered: Vec<Vec<String>>,
     stats_lines: u64,
+    /// None: `poll`; Some(budget): `poll_chunks` with that budget, repeated while it has more.
+    chunked: Option<usize>,
 }
 
 fn append(path: &Path, data: &[u8]) {
@@ -223,10 +228,26 @@ impl Model {
 
     fn poll(&mut self, src: &mut LogSource) {
         let mut got: Vec<(String, String)> = Vec::new();
-        let st = src
-            .poll(&mut |p, l| got.push((p.to_string(), l.to_string())))
-            .unwrap();
-        self.stats_lines += st.lines;
+        match self.chunked {
+            None => {
+                let st = src
+                    .poll(&mut |p, l| got.push((p.to_string(), l.to_string())))
+                    .unwrap();
+                self.stats_lines += st.lines;
+            }
+            Some(budget) => loop {
+                let st = src
+                    .poll_chunks(budget, &mut |p, c| {
+                        assert!(c.ends_with('\n'), "chunk without its last newline");
+                        got.extend(c.lines().map(|l| (p.to_string(), l.to_string())));
+                    })
+                    .unwrap();
+                self.stats_lines += st.lines;
+                if !st.more {
+                    break;
+                }
+            },
+        }
         for (p, l) in got {
             let k = PATHS
                 .iter()
@@ -331,6 +352,15 @@ impl Model {
     }
 }
 
+/// Lines, chunks, or chunks with a budget of a few reads.
+fn mode(seed: u64) -> Option<usize> {
+    match seed % 3 {
+        0 => None,
+        1 => Some(usize::MAX),
+        _ => Some(1 + (seed as usize * 7) % 150),
+    }
+}
+
 fn run(seed: u64, steps: usize) -> (usize, usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
@@ -342,6 +372,7 @@ fn run(seed: u64, steps: usize) -> (usize, usize) {
         rotations: 0,
         delivered: vec![Vec::new(), Vec::new()],
         stats_lines: 0,
+        chunked: mode(seed),
     };
     let opts = SourceOptions {
         start_at: StartAt::Tail,
@@ -428,6 +459,7 @@ fn appends_polls_rotations_and_restarts_lose_nothing() {
             rotations: 0,
             delivered: vec![Vec::new(), Vec::new()],
             stats_lines: 0,
+            chunked: mode(seed),
         };
         let opts = SourceOptions {
             start_at: StartAt::Tail,
@@ -462,5 +494,53 @@ fn appends_polls_rotations_and_restarts_lose_nothing() {
             partial_dropped <= lost + 2,
             "seed {seed}: {partial_dropped} undelivered, {lost} exempt"
         );
+    }
+}
+
+/// CRLF, invalid UTF-8, overlong lines (also ending in `\r` where cut), a line that straddles
+/// reads: `poll_chunks` read with `str::lines` gives exactly what `poll` gives.
+#[test]
+fn chunks_read_as_lines_equal_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.log");
+    let mut data: Vec<u8> = Vec::new();
+    data.extend_from_slice(b"plain\ncrlf\r\ntwo crs\r\r\n\xff\xfe bad utf8\n");
+    data.extend_from_slice(&[b'x'; 100]);
+    data.extend_from_slice(b"\n");
+    data.extend_from_slice(&[b'y'; 39]);
+    data.extend_from_slice(b"\r\r\n");
+    data.extend_from_slice("\u{e9}t\u{e9} ".repeat(20).as_bytes());
+    data.extend_from_slice(b"\n\nlast\npartial");
+    fs::write(&path, &data).unwrap();
+    let logpaths = vec![path.display().to_string()];
+    for read_buffer in [5, 16, 64, 4096] {
+        let opts = SourceOptions {
+            start_at: StartAt::Head,
+            max_line: 40,
+            rotate_wait: Duration::ZERO,
+            read_buffer,
+        };
+        let mut a = LogSource::new(&logpaths, opts.clone(), Vec::new()).unwrap();
+        let mut want = Vec::new();
+        let sa = a.poll(&mut |_, l| want.push(l.to_string())).unwrap();
+        for budget in [1, 7, usize::MAX] {
+            let mut b = LogSource::new(&logpaths, opts.clone(), Vec::new()).unwrap();
+            let mut got = Vec::new();
+            let mut lines = 0;
+            loop {
+                let st = b
+                    .poll_chunks(budget, &mut |_, c| {
+                        got.extend(c.lines().map(str::to_string))
+                    })
+                    .unwrap();
+                lines += st.lines;
+                if !st.more {
+                    break;
+                }
+            }
+            assert_eq!(got, want, "read_buffer {read_buffer}, budget {budget}");
+            assert_eq!(lines, sa.lines);
+            assert_eq!(b.checkpoints(), a.checkpoints());
+        }
     }
 }

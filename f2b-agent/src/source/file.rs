@@ -77,6 +77,9 @@ pub struct PollStats {
     pub files: usize,
     /// Per-file I/O errors (logged; the file is retried on the next poll).
     pub errors: u64,
+    /// [`LogSource::poll_chunks`] stopped at its byte budget with more to read: call it again
+    /// without waiting (after committing what this call read).
+    pub more: bool,
 }
 
 /// Saved for an entry that was read before but has no file now (a literal path that does not
@@ -217,7 +220,9 @@ impl Tail {
         Ok(size)
     }
 
-    /// Passes on every complete line up to `size`.
+    /// Passes on every complete line up to `size`, or as many as `budget` bytes allow
+    /// (it is decreased by what was read). True when everything up to `size` was read.
+    #[allow(clippy::too_many_arguments)]
     fn read(
         &mut self,
         path: &str,
@@ -225,45 +230,29 @@ impl Tail {
         buf: &mut [u8],
         max_line: usize,
         stats: &mut PollStats,
-        on_line: &mut dyn FnMut(&str, &str),
-    ) -> io::Result<()> {
-        while self.read_pos < size {
+        sink: &mut Sink<'_>,
+        budget: &mut usize,
+    ) -> io::Result<bool> {
+        while self.read_pos < size && *budget > 0 {
             let want = usize::try_from(size - self.read_pos)
                 .unwrap_or(usize::MAX)
-                .min(buf.len());
+                .min(buf.len())
+                .min(*budget);
             let n = match self.file.read_at(&mut buf[..want], self.read_pos) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            *budget -= n;
             stats.bytes += n as u64;
             let chunk = &buf[..n];
-            let mut start = 0usize;
-            for nl in memchr::memchr_iter(b'\n', chunk) {
-                let seg = &chunk[start..nl];
-                if self.discard {
-                    self.discard = false;
-                } else if self.offset == self.read_pos + start as u64 {
-                    // The whole line is in this chunk: no copy.
-                    emit(path, seg, false, max_line, stats, on_line);
-                } else {
-                    let total = self.read_pos + nl as u64 - self.offset;
-                    let room = max_line.saturating_sub(self.partial.len());
-                    self.partial.extend_from_slice(&seg[..seg.len().min(room)]);
-                    emit(
-                        path,
-                        &self.partial,
-                        total > max_line as u64,
-                        max_line,
-                        stats,
-                        on_line,
-                    );
-                    self.partial.clear();
+            let start = match sink {
+                Sink::Lines(on_line) => self.lines(path, chunk, max_line, stats, *on_line),
+                Sink::Chunks { on_chunk, slow } => {
+                    self.chunks(path, chunk, max_line, stats, *on_chunk, slow)
                 }
-                start = nl + 1;
-                self.offset = self.read_pos + start as u64;
-            }
+            };
             if !self.discard {
                 let rest = &chunk[start..];
                 let room = max_line.saturating_sub(self.partial.len());
@@ -272,8 +261,146 @@ impl Tail {
             }
             self.read_pos += n as u64;
         }
-        Ok(())
+        Ok(self.read_pos >= size)
     }
+
+    /// The line that started before this read ends at `nl`: pass it on (cut if it grew
+    /// too long) unless it is being discarded.
+    fn finish_partial(
+        &mut self,
+        path: &str,
+        chunk: &[u8],
+        nl: usize,
+        max_line: usize,
+        stats: &mut PollStats,
+        on_line: &mut dyn FnMut(&str, &str),
+    ) {
+        let seg = &chunk[..nl];
+        if self.discard {
+            self.discard = false;
+        } else {
+            let total = self.read_pos + nl as u64 - self.offset;
+            let room = max_line.saturating_sub(self.partial.len());
+            self.partial.extend_from_slice(&seg[..seg.len().min(room)]);
+            emit(
+                path,
+                &self.partial,
+                total > max_line as u64,
+                max_line,
+                stats,
+                on_line,
+            );
+            self.partial.clear();
+        }
+        self.offset = self.read_pos + nl as u64 + 1;
+    }
+
+    /// Line by line; returns where the incomplete rest of `chunk` starts.
+    fn lines(
+        &mut self,
+        path: &str,
+        chunk: &[u8],
+        max_line: usize,
+        stats: &mut PollStats,
+        on_line: &mut dyn FnMut(&str, &str),
+    ) -> usize {
+        let mut start = 0usize;
+        for nl in memchr::memchr_iter(b'\n', chunk) {
+            if start == 0 && (self.discard || self.offset != self.read_pos) {
+                self.finish_partial(path, chunk, nl, max_line, stats, on_line);
+            } else {
+                // The whole line is in this chunk: no copy.
+                emit(path, &chunk[start..nl], false, max_line, stats, on_line);
+                self.offset = self.read_pos + nl as u64 + 1;
+            }
+            start = nl + 1;
+        }
+        start
+    }
+
+    /// All complete lines of `chunk` at once: borrowed from the read buffer when they are
+    /// valid UTF-8 and none is over the cap (the usual case), else rebuilt line by line in
+    /// `slow` with exactly what [`LogSource::poll`] would pass on. Returns where the
+    /// incomplete rest starts.
+    fn chunks(
+        &mut self,
+        path: &str,
+        chunk: &[u8],
+        max_line: usize,
+        stats: &mut PollStats,
+        on_chunk: &mut dyn FnMut(&str, &str),
+        slow: &mut String,
+    ) -> usize {
+        let Some(last) = memchr::memrchr(b'\n', chunk) else {
+            return 0;
+        };
+        let mut start = 0;
+        if self.discard || self.offset != self.read_pos {
+            let nl = memchr::memchr(b'\n', chunk).unwrap_or(last);
+            slow.clear();
+            self.finish_partial(path, chunk, nl, max_line, stats, &mut |_, l| {
+                push_line(slow, l)
+            });
+            if !slow.is_empty() {
+                on_chunk(path, slow);
+            }
+            start = nl + 1;
+        }
+        if start <= last {
+            let region = &chunk[start..=last];
+            let mut lines = 0u64;
+            let mut fits = true;
+            let mut from = 0;
+            for nl in memchr::memchr_iter(b'\n', region) {
+                fits &= nl - from <= max_line;
+                from = nl + 1;
+                lines += 1;
+            }
+            match std::str::from_utf8(region) {
+                Ok(text) if fits => {
+                    stats.lines += lines;
+                    on_chunk(path, text);
+                }
+                _ => {
+                    slow.clear();
+                    let mut from = 0;
+                    for nl in memchr::memchr_iter(b'\n', region) {
+                        emit(
+                            path,
+                            &region[from..nl],
+                            false,
+                            max_line,
+                            stats,
+                            &mut |_, l| push_line(slow, l),
+                        );
+                        from = nl + 1;
+                    }
+                    on_chunk(path, slow);
+                }
+            }
+            self.offset = self.read_pos + last as u64 + 1;
+        }
+        last + 1
+    }
+}
+
+/// Appends a line as [`LogSource::poll`] passes it on, so that a reader of the chunk that
+/// drops one `\r` before each `\n` (as `str::lines` and `Filter::scan` do) gets it back.
+fn push_line(slow: &mut String, line: &str) {
+    slow.push_str(line);
+    if line.ends_with('\r') {
+        slow.push('\r');
+    }
+    slow.push('\n');
+}
+
+/// Where [`Tail::read`] passes what it reads.
+enum Sink<'a> {
+    Lines(&'a mut dyn FnMut(&str, &str)),
+    Chunks {
+        on_chunk: &'a mut dyn FnMut(&str, &str),
+        slow: &'a mut String,
+    },
 }
 
 fn emit(
@@ -352,6 +479,8 @@ pub struct LogSource {
     gone: Vec<String>,
     dirs: BTreeSet<PathBuf>,
     buf: Vec<u8>,
+    /// Lines rebuilt for a chunk that could not be passed on straight from `buf`.
+    slow: String,
     /// Paths with a logged error, so a persistent error is logged once.
     warned: BTreeSet<String>,
     /// What `new` found (truncations while stopped), reported by the first poll.
@@ -400,6 +529,7 @@ impl LogSource {
         let mut src = LogSource {
             entries,
             buf: vec![0; opts.read_buffer],
+            slow: String::new(),
             opts,
             files,
             saved,
@@ -647,6 +777,34 @@ impl LogSource {
     /// without its newline (and a trailing `\r`), invalid UTF-8 replaced, cut at the cap.
     /// A rotated-away file is drained before the new file at its path is read.
     pub fn poll(&mut self, on_line: &mut dyn FnMut(&str, &str)) -> io::Result<PollStats> {
+        self.poll_with(&mut Sink::Lines(on_line), usize::MAX)
+    }
+
+    /// [`LogSource::poll`] a buffer at a time: `on_chunk(path, chunk)` gets runs of complete
+    /// lines, each ended by `\n`. Reading a line of a chunk as `str::lines` does (dropping
+    /// one `\r` before its `\n`) gives exactly the line `poll` would pass on: same cap,
+    /// same replacement of invalid UTF-8, same checkpoints. Usually a chunk is borrowed
+    /// straight from the read buffer. Stops after about `budget` bytes of the files that are
+    /// at their paths (rotated-away files are always drained whole, so that a checkpoint
+    /// never has to describe two files of one path) and says so in [`PollStats::more`].
+    pub fn poll_chunks(
+        &mut self,
+        budget: usize,
+        on_chunk: &mut dyn FnMut(&str, &str),
+    ) -> io::Result<PollStats> {
+        let mut slow = std::mem::take(&mut self.slow);
+        let r = self.poll_with(
+            &mut Sink::Chunks {
+                on_chunk,
+                slow: &mut slow,
+            },
+            budget.max(1),
+        );
+        self.slow = slow;
+        r
+    }
+
+    fn poll_with(&mut self, sink: &mut Sink<'_>, budget: usize) -> io::Result<PollStats> {
         self.gone.clear();
         let mut stats = std::mem::take(&mut self.pending);
         self.discover(false, &mut stats);
@@ -654,11 +812,14 @@ impl LogSource {
         let max_line = self.opts.max_line;
         let mut errs: Vec<(String, io::Error)> = Vec::new();
         let buf = &mut self.buf;
+        let mut budget = budget;
         for (path, w) in self.files.iter_mut() {
             for t in w.old.iter_mut() {
+                let mut all = usize::MAX;
                 let r = t
                     .refresh(&mut stats)
-                    .and_then(|size| t.read(path, size, buf, max_line, &mut stats, on_line));
+                    .and_then(|size| t.read(path, size, buf, max_line, &mut stats, sink, &mut all));
+                budget = budget.saturating_sub(usize::MAX - all);
                 if let Err(e) = r {
                     errs.push((path.clone(), e));
                     t.deadline = Some(now);
@@ -666,12 +827,13 @@ impl LogSource {
             }
             w.old.retain(|t| t.deadline.is_none_or(|d| now < d));
             if let Some(t) = w.cur.as_mut() {
-                let r = t
-                    .refresh(&mut stats)
-                    .and_then(|size| t.read(path, size, buf, max_line, &mut stats, on_line));
-                // Kept open: dropping it would make the next poll read it again as new.
-                if let Err(e) = r {
-                    errs.push((path.clone(), e));
+                let r = t.refresh(&mut stats).and_then(|size| {
+                    t.read(path, size, buf, max_line, &mut stats, sink, &mut budget)
+                });
+                match r {
+                    Ok(done) => stats.more |= !done,
+                    // Kept open: dropping it would make the next poll read it again as new.
+                    Err(e) => errs.push((path.clone(), e)),
                 }
             }
         }

@@ -4,7 +4,7 @@
 //!
 //! Methods block (map syscalls, redb commits): the agent calls them from `spawn_blocking`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use f2b_common::duration::{BanTime, parse_bantime};
 use f2b_common::net::IpNet;
@@ -15,12 +15,16 @@ use f2b_common::proto::{
 use f2b_common::{BanValue, MAX_PORTS, maps};
 
 use crate::actions::{ActionEvent, Tags};
-use crate::clock::{boottime_ns, kernel_expiry, unix_from_kernel_expiry, unix_now};
+use crate::clock::{ClockPair, unix_now};
 use crate::config::Action;
 use crate::config::{Config, Increment, JailConfig, Ports};
 use crate::jail::{FailStats, Ticket};
-use crate::kernel::{Kernel, KernelError};
-use crate::store::{FilePos, Store, StoredBan};
+use crate::kernel::Kernel;
+use crate::store::{BanRef, FilePos, Store, StoredBan};
+
+#[path = "ban_index.rs"]
+pub mod index;
+use index::{FastSet, FastState, Index, Slot, Usage};
 
 /// Jail given to kernel entries found without a database record at start.
 pub const RECOVERED_JAIL: &str = "recovered";
@@ -43,33 +47,12 @@ pub struct Reconciled {
     pub failed: usize,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Usage {
-    exact_v4: u64,
-    exact_v6: u64,
-    prefix_v4: u64,
-    prefix_v6: u64,
-}
-
-impl Usage {
-    fn slot(&mut self, ip: &IpNet) -> &mut u64 {
-        match (ip.is_ipv4(), ip.is_host()) {
-            (true, true) => &mut self.exact_v4,
-            (false, true) => &mut self.exact_v6,
-            (true, false) => &mut self.prefix_v4,
-            (false, false) => &mut self.prefix_v6,
-        }
-    }
-}
-
 pub struct BanManager {
     cfg: Config,
     kernel: Kernel,
     store: Store,
-    active: HashMap<IpNet, StoredBan>,
-    /// (until, ip) of every non-permanent ban: the next expiry is the first element.
-    expiry: BTreeSet<(u64, IpNet)>,
-    usage: Usage,
+    /// Active bans, compact (see [`index`]); also the expiry order and map usage.
+    idx: Index,
     banned_total: HashMap<String, u64>,
     /// Detection counters per jail, as its reader thread last reported them.
     jail_stats: HashMap<String, FailStats>,
@@ -80,6 +63,9 @@ pub struct BanManager {
     /// Where ban/unban events go for the jails' command actions.
     actions: Option<std::sync::mpsc::Sender<ActionEvent>>,
 }
+
+/// A jail ban on its way: address, index slot, ticket, ban time, (packets, bytes) kept.
+type PlannedJailBan = (IpNet, Slot, Ticket, BanTime, (u64, u64));
 
 /// A ban a jail made, as handed to its actions.
 #[derive(Debug, Clone)]
@@ -143,13 +129,41 @@ fn merge_ports(a: &[u16], b: &[u16]) -> Vec<u16> {
     if v.len() > MAX_PORTS { vec![] } else { v }
 }
 
-fn kernel_value(ban: &StoredBan) -> BanValue {
-    let mut v = BanValue::new(kernel_expiry(ban.until));
-    for (i, p) in ban.ports.iter().take(MAX_PORTS).enumerate() {
+/// The kernel entry for an indexed ban (counters zero).
+fn slot_value(idx: &Index, s: &Slot, clk: &ClockPair) -> BanValue {
+    let mut v = BanValue::new(clk.kernel_expiry(s.until()));
+    let ports = idx.ports(s.ports);
+    for (i, p) in ports.iter().take(MAX_PORTS).enumerate() {
         v.ports[i] = *p;
     }
-    v.nports = ban.ports.len().min(MAX_PORTS) as u16;
+    v.nports = ports.len().min(MAX_PORTS) as u16;
     v
+}
+
+/// True when a kernel entry already enforces `want` (same port scope, same expiry within the
+/// second that the Unix-second persistence rounds to).
+fn same_enforcement(have: &BanValue, want: &BanValue) -> bool {
+    let n = (want.nports as usize).min(MAX_PORTS);
+    have.nports == want.nports
+        && have.ports[..n] == want.ports[..n]
+        && (have.expires_ns == 0) == (want.expires_ns == 0)
+        && have.expires_ns.abs_diff(want.expires_ns) < 2_000_000_000
+}
+
+/// How long a new ban by `jail` lasts after `all` earlier bans over all jails and `this` in
+/// this jail.
+fn bantime_for(jail: &JailConfig, all: u32, this: u32) -> BanTime {
+    let prior = if jail.increment.overalljails {
+        all
+    } else {
+        this
+    };
+    match jail.bantime {
+        BanTime::Permanent => BanTime::Permanent,
+        BanTime::Secs(s) => BanTime::Secs(
+            increased_bantime(s, prior, &jail.increment) + jitter(prior, &jail.increment),
+        ),
+    }
 }
 
 /// bantime.increment as fail2ban defines it: after n previous bans, a ban lasts
@@ -186,9 +200,7 @@ impl BanManager {
             cfg,
             kernel,
             store,
-            active: HashMap::new(),
-            expiry: BTreeSet::new(),
-            usage: Usage::default(),
+            idx: Index::new(),
             banned_total: HashMap::new(),
             jail_stats: HashMap::new(),
             self_addrs: host_addresses(),
@@ -245,12 +257,26 @@ impl BanManager {
         });
     }
 
-    fn emit_unban(&self, ip: &IpNet, ban: &StoredBan) {
-        let bantime = match ban.until {
-            Some(u) => u.saturating_sub(ban.since).to_string(),
+    fn emit_unban(&self, ip: &IpNet, ban: &Slot) {
+        let jail = self.idx.jail_name(ban.jail());
+        if !self.has_command_actions(jail) {
+            return;
+        }
+        let bantime = match ban.until() {
+            Some(u) => u.saturating_sub(u64::from(ban.since)).to_string(),
             None => "-1".to_string(),
         };
-        self.emit("unban", &ban.jail, &ip.to_string(), &bantime, 0, "");
+        self.emit("unban", jail, &ip.to_string(), &bantime, 0, "");
+    }
+
+    /// Whether events of `jail` go anywhere (saves formatting them per ban when not).
+    fn has_command_actions(&self, jail: &str) -> bool {
+        self.actions.is_some()
+            && self
+                .cfg
+                .jails
+                .get(jail)
+                .is_some_and(|j| j.actions.iter().any(|a| matches!(a, Action::Command(_))))
     }
 
     pub fn store(&self) -> &Store {
@@ -261,87 +287,123 @@ impl BanManager {
         &mut self.kernel
     }
 
-    fn track(&mut self, ip: IpNet, ban: StoredBan) {
-        if let Some(old) = self.active.get(&ip) {
-            if let Some(u) = old.until {
-                self.expiry.remove(&(u, ip));
-            }
-        } else {
-            *self.usage.slot(&ip) += 1;
-        }
-        if let Some(u) = ban.until {
-            self.expiry.insert((u, ip));
-        }
-        self.active.insert(ip, ban);
-    }
-
-    fn untrack(&mut self, ip: &IpNet) -> Option<StoredBan> {
-        let old = self.active.remove(ip)?;
-        if let Some(u) = old.until {
-            self.expiry.remove(&(u, *ip));
-        }
-        *self.usage.slot(ip) -= 1;
-        Some(old)
-    }
-
     /// Makes kernel and database agree at start: what the database holds and has not expired
     /// is enforced; an unexpired kernel entry the database lacks (a ban enforced just before a
     /// crash, before its commit) is adopted into the database and reported; expired entries
     /// are removed from both. Also writes the allowlist.
+    ///
+    /// Rows are streamed from redb into the compact index, the kernel maps are read with batch
+    /// lookups (entries that already enforce the right thing are left alone, counters
+    /// included), and what is missing is written with batch updates: a million bans take a
+    /// few dozen syscalls, not two million.
     pub fn reconcile(&mut self) -> Result<Reconciled, String> {
         let mut r = Reconciled::default();
         let now = unix_now();
-        let boot = boottime_ns();
+        let clk = ClockPair::now();
         let mut dels = Vec::new();
-        let mut puts = Vec::new();
-        for (ip, ban) in self.store.load_bans().map_err(|e| e.to_string())? {
-            if ban.until.is_some_and(|u| u <= now) {
-                dels.push(ip);
-                let _ = self.kernel.remove_ban(&ip);
-                r.expired += 1;
-            } else {
-                self.track(ip, ban);
-            }
+        match self.store.ban_rows() {
+            Ok(n) => self.idx.reserve(n),
+            Err(e) => log::warn!("counting stored bans: {e}"),
         }
-        for (ip, v) in self.kernel.all_bans() {
-            if self.active.contains_key(&ip) {
-                continue;
-            }
-            if !v.active_at(boot) {
-                let _ = self.kernel.remove_ban(&ip);
-                r.expired += 1;
-                continue;
-            }
-            let count = self.store.history(&[ip]).map_err(|e| e.to_string())?[0] + 1;
-            let ports = v.ports[..(v.nports as usize).min(MAX_PORTS)].to_vec();
-            let ban = StoredBan {
-                jail_count: 0,
-                jail: RECOVERED_JAIL.into(),
-                since: now,
-                until: unix_from_kernel_expiry(v.expires_ns),
-                ports,
-                ban_count: count,
-            };
+        {
+            let idx = &mut self.idx;
+            self.store
+                .for_each_ban(|ip, row| {
+                    if row.until.is_some_and(|u| u <= now) {
+                        dels.push(ip);
+                    } else {
+                        let s = idx.slot_of_row(&row);
+                        idx.insert(ip, s);
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+        }
+        r.expired = dels.len();
+        if !dels.is_empty()
+            && let Err(e) = self.kernel.remove_bans(&dels)
+        {
+            log::warn!("removing expired bans from the kernel: {e}");
+        }
+
+        let mut fixes = Vec::new();
+        let mut adopt = Vec::new();
+        let mut kdels = Vec::new();
+        {
+            let idx = &mut self.idx;
+            self.kernel
+                .for_each_ban(|ip, v| match idx.mark_seen(&ip) {
+                    Some(s) => {
+                        let mut want = slot_value(idx, &s, &clk);
+                        if !same_enforcement(v, &want) {
+                            want.packets = v.packets;
+                            want.bytes = v.bytes;
+                            fixes.push((ip, want));
+                        }
+                    }
+                    None if !v.active_at(clk.boot_ns) => kdels.push(ip),
+                    None => adopt.push((ip, *v)),
+                })
+                .map_err(|e| e.to_string())?;
+        }
+        r.expired += kdels.len();
+        if !kdels.is_empty()
+            && let Err(e) = self.kernel.remove_bans(&kdels)
+        {
+            log::warn!("removing expired kernel entries: {e}");
+        }
+
+        let adopt_ips: Vec<IpNet> = adopt.iter().map(|a| a.0).collect();
+        let counts = self
+            .store
+            .ended_counts(RECOVERED_JAIL, &adopt_ips)
+            .map_err(|e| e.to_string())?;
+        for ((ip, v), (all, _)) in adopt.iter().zip(counts) {
+            let ports = &v.ports[..(v.nports as usize).min(MAX_PORTS)];
+            let until = clk.unix_from_kernel_expiry(v.expires_ns);
+            let slot = self.idx.slot(RECOVERED_JAIL, now, until, ports, all + 1, 0);
             log::warn!(
                 "kernel map holds {ip} with no database record (enforced before a crash?): adopted into jail {RECOVERED_JAIL}"
             );
-            puts.push((ip, ban.clone()));
-            self.track(ip, ban);
-            r.adopted += 1;
+            self.idx.insert(*ip, slot);
+            self.idx.mark_seen(ip);
         }
-        let bans: Vec<(IpNet, StoredBan)> =
-            self.active.iter().map(|(k, v)| (*k, v.clone())).collect();
-        for (ip, ban) in &bans {
-            match self.kernel.put_ban(ip, kernel_value(ban)) {
-                Ok(()) => r.restored += 1,
-                Err(e) => {
-                    log::error!("cannot enforce stored ban {ip}: {e}");
-                    r.failed += 1;
-                }
+        r.adopted = adopt.len();
+
+        for (ip, e) in self.kernel.put_bans_each(&fixes) {
+            log::error!("cannot enforce stored ban {ip}: {e}");
+            r.failed += 1;
+        }
+        // Everything the kernel does not hold yet, in batches.
+        let mut chunk: Vec<(IpNet, BanValue)> = Vec::with_capacity(crate::kernel::batch::CHUNK);
+        let kernel = &mut self.kernel;
+        let mut flush = |chunk: &mut Vec<(IpNet, BanValue)>, failed: &mut usize| {
+            for (ip, e) in kernel.put_bans_each(chunk) {
+                log::error!("cannot enforce stored ban {ip}: {e}");
+                *failed += 1;
             }
-        }
-        r.restored -= r.adopted.min(r.restored);
-        self.store.apply(&puts, &dels).map_err(|e| e.to_string())?;
+            chunk.clear();
+        };
+        self.idx.drain_unseen(|ip, s, ports| {
+            let mut v = BanValue::new(clk.kernel_expiry(s.until()));
+            for (i, p) in ports.iter().take(MAX_PORTS).enumerate() {
+                v.ports[i] = *p;
+            }
+            v.nports = ports.len().min(MAX_PORTS) as u16;
+            chunk.push((*ip, v));
+            if chunk.len() == crate::kernel::batch::CHUNK {
+                flush(&mut chunk, &mut r.failed);
+            }
+        });
+        flush(&mut chunk, &mut r.failed);
+        r.restored = self.idx.len() - r.adopted - r.failed.min(self.idx.len() - r.adopted);
+
+        let puts: Vec<(IpNet, BanRef<'_>)> = adopt_ips
+            .iter()
+            .filter_map(|ip| self.idx.get(ip).map(|s| (*ip, self.idx.row(s))))
+            .collect();
+        self.store
+            .commit_refs(&puts, &dels, &[], &[])
+            .map_err(|e| e.to_string())?;
         let allow = self.cfg.ignoreip.clone();
         self.kernel
             .sync_allowlist(&allow)
@@ -386,16 +448,32 @@ impl BanManager {
     }
 
     fn capacity_check(&self, new: &[IpNet]) -> Result<(), String> {
-        let mut u = self.usage;
+        let mut extra = Usage::default();
         for ip in new {
-            *u.slot(ip) += 1;
+            *extra.slot(ip) += 1;
         }
+        self.capacity_check_extra(&extra)
+    }
+
+    /// Refuses when the maps cannot take `extra` more entries on top of the active bans.
+    fn capacity_check_extra(&self, extra: &Usage) -> Result<(), String> {
+        let u = self.idx.usage;
         let cap = self.kernel.capacity;
         for (used, cap, map, key) in [
-            (u.exact_v4, cap.bans, maps::BANS_V4, "bans"),
-            (u.exact_v6, cap.bans, maps::BANS_V6, "bans"),
-            (u.prefix_v4, cap.prefixes, maps::PREFIX_V4, "prefixes"),
-            (u.prefix_v6, cap.prefixes, maps::PREFIX_V6, "prefixes"),
+            (u.exact_v4 + extra.exact_v4, cap.bans, maps::BANS_V4, "bans"),
+            (u.exact_v6 + extra.exact_v6, cap.bans, maps::BANS_V6, "bans"),
+            (
+                u.prefix_v4 + extra.prefix_v4,
+                cap.prefixes,
+                maps::PREFIX_V4,
+                "prefixes",
+            ),
+            (
+                u.prefix_v6 + extra.prefix_v6,
+                cap.prefixes,
+                maps::PREFIX_V6,
+                "prefixes",
+            ),
         ] {
             if used > cap as u64 {
                 return Err(format!(
@@ -406,7 +484,30 @@ impl BanManager {
         Ok(())
     }
 
+    /// Undoes kernel writes of a refused request: entries that existed get their old value
+    /// back, new ones are removed.
+    fn undo_kernel(&mut self, written: &[IpNet], before: &[(IpNet, Option<BanValue>)]) {
+        let written: FastSet<IpNet> = written.iter().copied().collect();
+        let mut restore = Vec::new();
+        let mut remove = Vec::new();
+        for (ip, b) in before.iter().filter(|(ip, _)| written.contains(ip)) {
+            match b {
+                Some(v) => restore.push((*ip, *v)),
+                None => remove.push(*ip),
+            }
+        }
+        for (ip, e) in self.kernel.put_bans_each(&restore) {
+            log::error!("undoing ban of {ip}: {e}");
+        }
+        if let Err(e) = self.kernel.remove_bans(&remove) {
+            log::error!("undoing {} bans: {e}", remove.len());
+        }
+    }
+
     /// Bans every address of the request, or none of them.
+    ///
+    /// Cost per address is constant: a hash set for duplicates, one read transaction for the
+    /// ban history of all new addresses, batch map updates, one commit of compact rows.
     pub fn ban(&mut self, req: &BanRequest) -> Result<BanResult, String> {
         if req.ips.is_empty() {
             return Err("ban: no address given".into());
@@ -417,98 +518,110 @@ impl BanManager {
             None => None,
         };
         let mut ips = Vec::with_capacity(req.ips.len());
-        for s in &req.ips {
-            let ip: IpNet = s
-                .parse()
-                .map_err(|e: f2b_common::net::NetParseError| e.to_string())?;
-            self.check_target(&ip, &jail, req.force)?;
-            if !ips.contains(&ip) {
-                ips.push(ip);
+        {
+            let mut seen: FastSet<IpNet> =
+                FastSet::with_capacity_and_hasher(req.ips.len(), FastState::default());
+            for s in &req.ips {
+                let ip: IpNet = s
+                    .parse()
+                    .map_err(|e: f2b_common::net::NetParseError| e.to_string())?;
+                self.check_target(&ip, &jail, req.force)?;
+                if seen.insert(ip) {
+                    ips.push(ip);
+                }
             }
         }
-        let new: Vec<IpNet> = ips
+        let fresh: Vec<IpNet> = ips
             .iter()
-            .filter(|ip| !self.active.contains_key(ip))
+            .filter(|ip| !self.idx.contains(ip))
             .copied()
             .collect();
-        self.capacity_check(&new)?;
+        self.capacity_check(&fresh)?;
+        let mut priors = self
+            .store
+            .ended_counts(&jail.name, &fresh)
+            .map_err(|e| format!("{e}; nothing was banned"))?
+            .into_iter();
 
         let now = unix_now();
-        let mut planned = Vec::with_capacity(ips.len());
+        let clk = ClockPair::now();
+        let jail_ports = ports_of(&jail);
+        let jail_id = self.idx.jail_id(&jail.name);
+        let ports_id = self.idx.ports_id(&jail_ports);
+        self.idx.reserve(fresh.len());
+        let mut planned: Vec<(IpNet, Slot, bool)> = Vec::with_capacity(ips.len());
+        let mut before: Vec<(IpNet, Option<BanValue>)> = Vec::with_capacity(ips.len());
+        let mut values: Vec<(IpNet, BanValue)> = Vec::with_capacity(ips.len());
         for ip in &ips {
-            let ban = match self.active.get(ip) {
+            let (slot, old) = match self.idx.get(ip).copied() {
                 // Already banned: extend to the later end, widen the port scope; never shorten.
                 Some(old) => {
-                    let until = match (old.until, time.unwrap_or(jail.bantime)) {
+                    let until = match (old.until(), time.unwrap_or(jail.bantime)) {
                         (None, _) | (_, BanTime::Permanent) => None,
                         (Some(u), BanTime::Secs(s)) => Some(u.max(now + s)),
                     };
-                    StoredBan {
-                        until,
-                        ports: merge_ports(&old.ports, &ports_of(&jail)),
-                        ..old.clone()
-                    }
+                    let ports = merge_ports(self.idx.ports(old.ports), &jail_ports);
+                    let mut slot = old;
+                    slot.set_until(until);
+                    slot.ports = self.idx.ports_id(&ports);
+                    (slot, self.kernel.get_ban(ip))
                 }
                 None => {
-                    let (auto, all, this) = self.jail_bantime(&jail, ip);
-                    let until = match time.unwrap_or(auto) {
+                    let (all, this) = priors.next().unwrap_or((0, 0));
+                    let until = match time.unwrap_or_else(|| bantime_for(&jail, all, this)) {
                         BanTime::Permanent => None,
                         BanTime::Secs(s) => Some(now + s),
                     };
-                    StoredBan {
-                        jail: jail.name.clone(),
-                        since: now,
-                        until,
-                        ports: ports_of(&jail),
-                        ban_count: all + 1,
-                        jail_count: this + 1,
-                    }
+                    let slot = Slot::new(jail_id, ports_id, now, until, all + 1, this + 1);
+                    (slot, None)
                 }
             };
-            planned.push((*ip, ban));
+            let mut v = slot_value(&self.idx, &slot, &clk);
+            // Counters survive a re-ban.
+            if let Some(b) = &old {
+                v.packets = b.packets;
+                v.bytes = b.bytes;
+            }
+            values.push((*ip, v));
+            before.push((*ip, old));
+            planned.push((*ip, slot, self.idx.contains(ip)));
         }
 
         // Kernel first (enforcement), then the durable commit; undo the kernel on failure.
-        let mut written: Vec<(IpNet, Option<BanValue>)> = Vec::with_capacity(planned.len());
-        let mut failure: Option<KernelError> = None;
-        for (ip, ban) in &planned {
-            let before = self.kernel.get_ban(ip);
-            match self.kernel.put_ban(ip, kernel_value(ban)) {
-                Ok(()) => written.push((*ip, before)),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
+        if let Err(e) = self.kernel.put_bans(&values) {
+            self.undo_kernel(&e.written, &before);
+            return Err(format!("{}; nothing was banned", e.error));
         }
-        let committed = match failure {
-            Some(e) => Err(format!("{e}; nothing was banned")),
-            None => self
-                .store
-                .apply(&planned, &[])
-                .map_err(|e| format!("{e}; nothing was banned")),
+        let committed = {
+            let rows: Vec<(IpNet, BanRef<'_>)> = planned
+                .iter()
+                .map(|(ip, s, _)| (*ip, self.idx.row(s)))
+                .collect();
+            self.store.commit_refs(&rows, &[], &[], &[])
         };
         if let Err(e) = committed {
-            for (ip, before) in written.into_iter().rev() {
-                let _ = match before {
-                    Some(v) => self.kernel.put_ban(&ip, v),
-                    None => self.kernel.remove_ban(&ip).map(|_| ()),
-                };
-            }
-            return Err(e);
+            self.undo_kernel(&ips, &before);
+            return Err(format!("{e}; nothing was banned"));
         }
+        let actions = self.has_command_actions(&jail.name);
         let mut banned = Vec::with_capacity(planned.len());
-        for (ip, ban) in planned {
-            if !self.active.contains_key(&ip) {
-                *self.banned_total.entry(ban.jail.clone()).or_default() += 1;
-                let bantime = ban.until.map_or("-1".to_string(), |u| {
-                    u.saturating_sub(ban.since).to_string()
-                });
-                self.emit("ban", &ban.jail, &ip.to_string(), &bantime, 0, "");
-                log::info!(target: "f2b::ban", "[{}] Ban {ip}", ban.jail);
+        for ((ip, slot, existed), (v, (_, old))) in
+            planned.into_iter().zip(values.iter().zip(&before))
+        {
+            let jail_name = self.idx.jail_name(slot.jail()).to_string();
+            if !existed {
+                *self.banned_total.entry(jail_name.clone()).or_default() += 1;
+                if actions {
+                    let bantime = slot.until().map_or("-1".to_string(), |u| {
+                        u.saturating_sub(u64::from(slot.since)).to_string()
+                    });
+                    self.emit("ban", &jail_name, &ip.to_string(), &bantime, 0, "");
+                }
+                log::info!(target: "f2b::ban", "[{jail_name}] Ban {ip}");
             }
-            banned.push(self.info(&ip, &ban));
-            self.track(ip, ban);
+            let counters = old.map_or((0, 0), |_| (v.1.packets, v.1.bytes));
+            banned.push(self.info_of(&ip, &slot, jail_name, counters));
+            self.idx.insert(ip, slot);
         }
         Ok(BanResult { banned })
     }
@@ -518,6 +631,9 @@ impl BanManager {
     /// positions after the batch (a group commit under a storm). Tickets for allowlisted or
     /// own addresses are dropped with a log line; a ticket for an address already banned
     /// extends the ban when this jail's would last longer.
+    ///
+    /// However many tickets: one history read transaction, one batch of map writes, one
+    /// commit.
     pub fn jail_batch(
         &mut self,
         jail_name: &str,
@@ -531,36 +647,58 @@ impl BanManager {
             return vec![];
         };
         let now = unix_now();
-        let mut planned: Vec<(IpNet, StoredBan, Ticket, BanTime)> = Vec::new();
-        for t in tickets {
-            let ip = IpNet::host(t.ip);
-            if self.check_target(&ip, &jail, false).is_err()
-                || (jail.ignoreself && self.self_addrs.contains(&t.ip))
-            {
-                log::info!("[{jail_name}] Ignore {} (allowlisted or own address)", t.ip);
-                continue;
+        let clk = ClockPair::now();
+        let mut cands: Vec<(IpNet, Ticket)> = Vec::with_capacity(tickets.len());
+        {
+            let mut seen: FastSet<IpNet> =
+                FastSet::with_capacity_and_hasher(tickets.len(), FastState::default());
+            for t in tickets {
+                let ip = IpNet::host(t.ip);
+                if self.check_target(&ip, &jail, false).is_err()
+                    || (jail.ignoreself && self.self_addrs.contains(&t.ip))
+                {
+                    log::info!("[{jail_name}] Ignore {} (allowlisted or own address)", t.ip);
+                    continue;
+                }
+                if seen.insert(ip) {
+                    cands.push((ip, t));
+                }
             }
-            if planned.iter().any(|p| p.0 == ip) {
-                continue;
+        }
+        let ips: Vec<IpNet> = cands.iter().map(|c| c.0).collect();
+        let ended = match self.store.ended_counts(jail_name, &ips) {
+            Ok(v) => v,
+            Err(e) => {
+                log::error!("[{jail_name}] reading ban history: {e}");
+                vec![(0, 0); ips.len()]
             }
-            let existing = self.active.get(&ip).cloned();
-            let (bantime, all, this) = self.jail_bantime(&jail, &ip);
+        };
+        let jail_id = self.idx.jail_id(jail_name);
+        let jail_ports = ports_of(&jail);
+        let ports_id = self.idx.ports_id(&jail_ports);
+        let mut extra = Usage::default();
+        let mut planned: Vec<PlannedJailBan> = Vec::with_capacity(cands.len());
+        let mut values: Vec<(IpNet, BanValue)> = Vec::with_capacity(cands.len());
+        for ((ip, t), (e_all, e_this)) in cands.into_iter().zip(ended) {
+            let existing = self.idx.get(&ip).copied();
+            let (all, this) = match existing {
+                Some(s) if s.jail() == jail_id => {
+                    (e_all.max(s.ban_count), e_this.max(s.jail_count))
+                }
+                Some(s) => (e_all.max(s.ban_count), e_this),
+                None => (e_all, e_this),
+            };
+            let bantime = bantime_for(&jail, all, this);
             let until = match bantime {
                 BanTime::Permanent => None,
                 BanTime::Secs(s) => Some(now + s),
             };
-            let mut ban = StoredBan {
-                jail: jail_name.to_string(),
-                since: now,
-                until,
-                ports: ports_of(&jail),
-                ban_count: all + 1,
-                jail_count: this + 1,
-            };
-            if let Some(old) = &existing {
+            let mut slot = Slot::new(jail_id, ports_id, now, until, all + 1, this + 1);
+            let mut counters = None;
+            if let Some(old) = existing {
                 // Already banned: a jail whose ban would last longer (recidive, say) takes the
                 // ban over, with the wider port scope of the two; otherwise nothing changes.
-                let longer = match (old.until, until) {
+                let longer = match (old.until(), until) {
                     (None, _) => false,
                     (Some(_), None) => true,
                     (Some(a), Some(b)) => b > a,
@@ -569,56 +707,72 @@ impl BanManager {
                     log::info!("[{jail_name}] {} already banned", t.ip);
                     continue;
                 }
-                ban.since = old.since;
-                ban.ports = merge_ports(&old.ports, &ban.ports);
+                slot.set_since(u64::from(old.since));
+                let ports = merge_ports(self.idx.ports(old.ports), &jail_ports);
+                slot.ports = self.idx.ports_id(&ports);
+                counters = self.kernel.get_ban(&ip);
+            } else {
+                let mut need = extra;
+                *need.slot(&ip) += 1;
+                if let Err(e) = self.capacity_check_extra(&need) {
+                    log::error!("[{jail_name}] cannot ban {}: {e}", t.ip);
+                    *self.ban_errors.entry(jail_name.to_string()).or_default() += 1;
+                    continue;
+                }
+                extra = need;
             }
-            let mut needed: Vec<IpNet> = planned
-                .iter()
-                .map(|p| p.0)
-                .filter(|p| !self.active.contains_key(p))
-                .collect();
-            if existing.is_none() {
-                needed.push(ip);
+            let mut v = slot_value(&self.idx, &slot, &clk);
+            if let Some(c) = counters {
+                v.packets = c.packets;
+                v.bytes = c.bytes;
             }
-            if let Err(e) = self.capacity_check(&needed) {
-                log::error!("[{jail_name}] cannot ban {}: {e}", t.ip);
-                *self.ban_errors.entry(jail_name.to_string()).or_default() += 1;
-                continue;
-            }
-            // Enforce now; the commit below follows within the same batch.
-            if let Err(e) = self.kernel.put_ban(&ip, kernel_value(&ban)) {
-                log::error!("[{jail_name}] cannot ban {}: {e}", t.ip);
-                *self.ban_errors.entry(jail_name.to_string()).or_default() += 1;
-                continue;
-            }
-            planned.push((ip, ban, t, bantime));
+            values.push((ip, v));
+            planned.push((ip, slot, t, bantime, (v.packets, v.bytes)));
         }
-        let puts: Vec<(IpNet, StoredBan)> = planned.iter().map(|p| (p.0, p.1.clone())).collect();
-        if let Err(e) = self.store.commit(&puts, &[], positions, meta) {
+        // Enforce now, in one batch; the commit below follows.
+        let failed = self.kernel.put_bans_each(&values);
+        if !failed.is_empty() {
+            let mut bad: FastSet<IpNet> = FastSet::default();
+            for (ip, e) in failed {
+                log::error!("[{jail_name}] cannot ban {ip}: {e}");
+                *self.ban_errors.entry(jail_name.to_string()).or_default() += 1;
+                bad.insert(ip);
+            }
+            planned.retain(|p| !bad.contains(&p.0));
+        }
+        let committed = {
+            let rows: Vec<(IpNet, BanRef<'_>)> =
+                planned.iter().map(|p| (p.0, self.idx.row(&p.1))).collect();
+            self.store.commit_refs(&rows, &[], positions, meta)
+        };
+        if let Err(e) = committed {
             // The bans stay enforced; the next start adopts them from the kernel maps.
             log::error!(
                 "[{jail_name}] committing {} bans and read positions: {e}",
-                puts.len()
+                planned.len()
             );
         }
+        let actions = self.has_command_actions(jail_name);
         let mut out = Vec::with_capacity(planned.len());
-        for (ip, ban, ticket, bantime) in planned {
+        for (ip, slot, ticket, bantime, counters) in planned {
             *self.banned_total.entry(jail_name.to_string()).or_default() += 1;
             log::info!(target: "f2b::ban", "[{jail_name}] Ban {ip}");
-            let secs = match bantime {
-                BanTime::Secs(s) => s.to_string(),
-                BanTime::Permanent => "-1".to_string(),
-            };
-            self.emit(
-                "ban",
-                jail_name,
-                &ip.to_string(),
-                &secs,
-                ticket.failures,
-                ticket.user.as_deref().unwrap_or(""),
-            );
-            let info = self.info(&ip, &ban);
-            self.track(ip, ban);
+            if actions {
+                let secs = match bantime {
+                    BanTime::Secs(s) => s.to_string(),
+                    BanTime::Permanent => "-1".to_string(),
+                };
+                self.emit(
+                    "ban",
+                    jail_name,
+                    &ip.to_string(),
+                    &secs,
+                    ticket.failures,
+                    ticket.user.as_deref().unwrap_or(""),
+                );
+            }
+            let info = self.info_of(&ip, &slot, jail_name.to_string(), counters);
+            self.idx.insert(ip, slot);
             out.push(JailBan {
                 info,
                 bantime,
@@ -628,51 +782,36 @@ impl BanManager {
         out
     }
 
-    /// (bans over all jails, bans in `jail`) so far for `ip`.
-    fn priors(&self, jail: &str, ip: &IpNet) -> (u32, u32) {
-        let all = self.store.history(&[*ip]).map(|h| h[0]);
-        let this = self.store.history_in(jail, &[*ip]).map(|h| h[0]);
-        match (all, this) {
-            (Ok(a), Ok(j)) => (a, j),
-            (a, j) => {
-                log::error!(
-                    "[{jail}] reading ban history of {ip}: {:?} {:?}",
-                    a.as_ref().err(),
-                    j.as_ref().err()
-                );
-                (a.unwrap_or(0), j.unwrap_or(0))
-            }
-        }
-    }
-
-    /// How long a new ban of `ip` by `jail` lasts, from its history and the jail's increment.
-    fn jail_bantime(&self, jail: &JailConfig, ip: &IpNet) -> (BanTime, u32, u32) {
-        let (all, this) = self.priors(&jail.name, ip);
-        let prior = if jail.increment.overalljails {
-            all
-        } else {
-            this
-        };
-        let t = match jail.bantime {
-            BanTime::Permanent => BanTime::Permanent,
-            BanTime::Secs(s) => BanTime::Secs(
-                increased_bantime(s, prior, &jail.increment) + jitter(prior, &jail.increment),
-            ),
-        };
-        (t, all, this)
-    }
-
-    fn info(&self, ip: &IpNet, ban: &StoredBan) -> BanInfo {
-        let v = self.kernel.get_ban(ip).unwrap_or_default();
+    fn info_of(&self, ip: &IpNet, s: &Slot, jail: String, (packets, bytes): (u64, u64)) -> BanInfo {
         BanInfo {
             ip: ip.to_string(),
-            jail: ban.jail.clone(),
-            since: ban.since,
-            until: ban.until,
-            ban_count: ban.ban_count,
-            packets: v.packets,
-            bytes: v.bytes,
+            jail,
+            since: u64::from(s.since),
+            until: s.until(),
+            ban_count: s.ban_count,
+            packets,
+            bytes,
         }
+    }
+
+    fn info(&self, ip: &IpNet, s: &Slot) -> BanInfo {
+        let v = self.kernel.get_ban(ip).unwrap_or_default();
+        self.info_of(
+            ip,
+            s,
+            self.idx.jail_name(s.jail()).to_string(),
+            (v.packets, v.bytes),
+        )
+    }
+
+    /// The active ban of `ip` as persisted, if any.
+    pub fn active(&self, ip: &IpNet) -> Option<StoredBan> {
+        self.idx.get(ip).map(|s| self.idx.stored(s))
+    }
+
+    /// Number of active bans.
+    pub fn active_count(&self) -> usize {
+        self.idx.len()
     }
 
     /// Removes the given bans (or all, optionally of one jail).
@@ -685,30 +824,37 @@ impl BanManager {
         if all != ips.is_empty() {
             return Err("unban: give addresses or --all, not both or neither".into());
         }
-        if let Some(j) = jail
-            && !self.cfg.jails.contains_key(j)
-            && !self.active.values().any(|b| b.jail == j)
-        {
-            self.jail(Some(j))?;
-        }
+        let jail_id = match jail {
+            Some(j) => match self.idx.known_jail(j) {
+                Some(id) => Some(id),
+                None => {
+                    self.jail(Some(j))?;
+                    // A configured jail that never banned: nothing of it is active.
+                    Some(u16::MAX)
+                }
+            },
+            None => None,
+        };
+        let in_jail = |s: &Slot| jail_id.is_none_or(|j| s.jail() == j);
         let mut targets = Vec::new();
         let mut not_banned = Vec::new();
         if all {
             targets = self
-                .active
+                .idx
                 .iter()
-                .filter(|(_, b)| jail.is_none_or(|j| b.jail == j))
+                .filter(|(_, s)| in_jail(s))
                 .map(|(ip, _)| *ip)
                 .collect();
             targets.sort();
         } else {
+            let mut seen: FastSet<IpNet> = FastSet::default();
             for s in ips {
                 let ip: IpNet = s
                     .parse()
                     .map_err(|e: f2b_common::net::NetParseError| e.to_string())?;
-                match self.active.get(&ip) {
-                    Some(b) if jail.is_none_or(|j| b.jail == j) => {
-                        if !targets.contains(&ip) {
+                match self.idx.get(&ip) {
+                    Some(b) if in_jail(b) => {
+                        if seen.insert(ip) {
                             targets.push(ip)
                         }
                     }
@@ -720,15 +866,13 @@ impl BanManager {
         self.store
             .apply(&[], &targets)
             .map_err(|e| format!("{e}; nothing was unbanned"))?;
+        if let Err(e) = self.kernel.remove_bans(&targets) {
+            log::error!("unban: removed from the database but the kernel map refused: {e}");
+        }
         let mut unbanned = Vec::with_capacity(targets.len());
         for ip in targets {
-            if let Err(e) = self.kernel.remove_ban(&ip) {
-                log::error!(
-                    "unban {ip}: removed from the database but the kernel map refused: {e}"
-                );
-            }
-            if let Some(b) = self.untrack(&ip) {
-                log::info!(target: "f2b::ban", "[{}] Unban {ip}", b.jail);
+            if let Some(b) = self.idx.remove(&ip) {
+                log::info!(target: "f2b::ban", "[{}] Unban {ip}", self.idx.jail_name(b.jail()));
                 self.emit_unban(&ip, &b);
             }
             unbanned.push(ip.to_string());
@@ -740,14 +884,21 @@ impl BanManager {
     }
 
     pub fn list(&self, jail: Option<&str>) -> ListData {
-        let mut bans: Vec<(&IpNet, &StoredBan)> = self
-            .active
+        let jail_id = match jail {
+            Some(j) => match self.idx.known_jail(j) {
+                Some(id) => Some(id),
+                None => return ListData { bans: vec![] },
+            },
+            None => None,
+        };
+        let mut bans: Vec<(&IpNet, &Slot)> = self
+            .idx
             .iter()
-            .filter(|(_, b)| jail.is_none_or(|j| b.jail == j))
+            .filter(|(_, s)| jail_id.is_none_or(|j| s.jail() == j))
             .collect();
         bans.sort_by(|a, b| a.1.since.cmp(&b.1.since).then(a.0.cmp(b.0)));
         ListData {
-            bans: bans.into_iter().map(|(ip, b)| self.info(ip, b)).collect(),
+            bans: bans.into_iter().map(|(ip, s)| self.info(ip, s)).collect(),
         }
     }
 
@@ -760,22 +911,27 @@ impl BanManager {
             if only.is_some_and(|o| o != name) {
                 continue;
             }
-            let mut banned: Vec<String> = self
-                .active
-                .iter()
-                .filter(|(_, b)| &b.jail == name)
-                .map(|(ip, _)| ip.to_string())
-                .collect();
+            let id = self.idx.known_jail(name);
+            let banned_now = id.map_or(0, |id| self.idx.banned_in(id));
+            let mut banned: Vec<String> = match (only, id) {
+                (Some(_), Some(id)) => self
+                    .idx
+                    .iter()
+                    .filter(|(_, s)| s.jail() == id)
+                    .map(|(ip, _)| ip.to_string())
+                    .collect(),
+                _ => vec![],
+            };
             banned.sort();
             out.push(JailStatus {
                 name: name.clone(),
                 enabled: j.enabled,
                 failing_now: self.jail_stats.get(name).map_or(0, |s| s.failing_now),
                 failed_total: self.jail_stats.get(name).map_or(0, |s| s.failed_total),
-                banned_now: banned.len() as u64,
+                banned_now,
                 banned_total: self.banned_total.get(name).copied().unwrap_or(0),
                 files: j.logpath.clone(),
-                banned: if only.is_some() { banned } else { vec![] },
+                banned,
                 evicted: self.jail_stats.get(name).map_or(0, |s| s.evicted),
                 ban_errors: self.ban_errors.get(name).copied().unwrap_or(0),
             });
@@ -796,7 +952,7 @@ impl BanManager {
 
     pub fn stats(&self) -> StatsData {
         let cap = self.kernel.capacity;
-        let u = self.usage;
+        let u = self.idx.usage;
         let allow = self.cfg.ignoreip.iter().filter(|n| n.is_ipv4()).count() as u64;
         let allow6 = self.cfg.ignoreip.len() as u64 - allow;
         let m = |name: &str, entries: u64, capacity: u32| MapUsage {
@@ -817,31 +973,31 @@ impl BanManager {
         }
     }
 
-    /// Unix second of the next expiry, if any ban expires.
+    /// Unix second of the next expiry, if any ban expires. May be early (a ban that was
+    /// extended or removed since): the timer then wakes, [`BanManager::expire_due`] finds
+    /// nothing due and drops the stale entry.
     pub fn next_expiry(&self) -> Option<u64> {
-        self.expiry.first().map(|(u, _)| *u)
+        self.idx.next_expiry()
     }
 
     /// Removes every ban whose time is up; returns how many.
     pub fn expire_due(&mut self, now: u64) -> usize {
-        let due: Vec<IpNet> = self
-            .expiry
-            .iter()
-            .take_while(|(u, _)| *u <= now)
-            .map(|(_, ip)| *ip)
-            .collect();
+        let due = self.idx.take_due(now);
         if due.is_empty() {
             return 0;
         }
         if let Err(e) = self.store.apply(&[], &due) {
             // The kernel stops dropping on its own at expiry; retry the bookkeeping later.
             log::error!("expiring {} bans: {e}", due.len());
+            self.idx.requeue(&due);
             return 0;
         }
+        if let Err(e) = self.kernel.remove_bans(&due) {
+            log::warn!("removing {} expired bans from the kernel: {e}", due.len());
+        }
         for ip in &due {
-            let _ = self.kernel.remove_ban(ip);
-            if let Some(b) = self.untrack(ip) {
-                log::info!(target: "f2b::ban", "[{}] Unban {ip} (expired)", b.jail);
+            if let Some(b) = self.idx.remove(ip) {
+                log::info!(target: "f2b::ban", "[{}] Unban {ip} (expired)", self.idx.jail_name(b.jail()));
                 self.emit_unban(ip, &b);
             }
         }
@@ -958,15 +1114,9 @@ mod tests {
 
     #[test]
     fn kernel_value_scope() {
-        let b = StoredBan {
-            jail_count: 1,
-            jail: "x".into(),
-            since: 0,
-            until: None,
-            ports: vec![22, 80],
-            ban_count: 1,
-        };
-        let v = kernel_value(&b);
+        let mut idx = Index::new();
+        let b = idx.slot("x", 0, None, &[22, 80], 1, 1);
+        let v = slot_value(&idx, &b, &ClockPair::now());
         assert_eq!(v.expires_ns, 0);
         assert_eq!(v.nports, 2);
         assert!(v.covers_port(Some(80)) && !v.covers_port(Some(443)));

@@ -7,8 +7,10 @@ use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use std::os::fd::{AsFd, BorrowedFd};
+
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap, MapData, MapError, MapInfo, PerCpuArray};
+use aya::maps::{HashMap, IterableMap, MapData, MapError, MapInfo, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{Xdp, XdpMode, xdp::XdpLink};
 use aya::{Ebpf, EbpfLoader};
@@ -16,6 +18,9 @@ use f2b_common::net::IpNet;
 use f2b_common::{AllowValue, BanValue, counters, maps};
 
 use crate::config::{MapSizes, XdpModeCfg};
+
+#[path = "batch.rs"]
+pub mod batch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -90,6 +95,76 @@ fn map_err(map: &'static str, key: &'static str, capacity: u32, e: MapError) -> 
         map,
         message: e.to_string(),
     }
+}
+
+fn io_map_err(map: &'static str, key: &'static str, capacity: u32, e: io::Error) -> KernelError {
+    if matches!(e.raw_os_error(), Some(libc::E2BIG) | Some(libc::ENOSPC)) {
+        return KernelError::MapFull { map, capacity, key };
+    }
+    KernelError::Map {
+        map,
+        message: e.to_string(),
+    }
+}
+
+/// A batch write that stopped at `failed`: the entries in `written` are in the kernel now.
+#[derive(Debug)]
+pub struct PutError {
+    pub written: Vec<IpNet>,
+    pub failed: IpNet,
+    pub error: KernelError,
+}
+
+/// Ban entries sorted by the map they go to, keys in kernel layout.
+#[derive(Default)]
+struct Groups {
+    v4: (Vec<[u8; 4]>, Vec<BanValue>, Vec<IpNet>),
+    v6: (Vec<[u8; 16]>, Vec<BanValue>, Vec<IpNet>),
+    p4: (Vec<Key<[u8; 4]>>, Vec<BanValue>, Vec<IpNet>),
+    p6: (Vec<Key<[u8; 16]>>, Vec<BanValue>, Vec<IpNet>),
+}
+
+impl Groups {
+    fn of(items: &[(IpNet, BanValue)]) -> Groups {
+        let mut g = Groups::default();
+        for (net, v) in items {
+            match map_key(net) {
+                MapKey::V4(a, 32) => push(&mut g.v4, a, *v, *net),
+                MapKey::V6(a, 128) => push(&mut g.v6, a, *v, *net),
+                MapKey::V4(a, l) => push(&mut g.p4, Key::new(l, a), *v, *net),
+                MapKey::V6(a, l) => push(&mut g.p6, Key::new(l, a), *v, *net),
+            }
+        }
+        g
+    }
+}
+
+fn push<K>(g: &mut (Vec<K>, Vec<BanValue>, Vec<IpNet>), k: K, v: BanValue, net: IpNet) {
+    g.0.push(k);
+    g.1.push(v);
+    g.2.push(net);
+}
+
+fn io_map_err_like(e: &KernelError) -> KernelError {
+    match e {
+        KernelError::MapFull { map, capacity, key } => KernelError::MapFull {
+            map,
+            capacity: *capacity,
+            key,
+        },
+        other => KernelError::Map {
+            map: "bans",
+            message: other.to_string(),
+        },
+    }
+}
+
+/// True when a map type refuses batch operations (older kernels for LPM tries).
+fn batch_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(524) // ENOTSUPP
+    )
 }
 
 pub struct Kernel {
@@ -401,23 +476,179 @@ impl Kernel {
     /// Every ban entry in the kernel maps.
     pub fn all_bans(&self) -> Vec<(IpNet, BanValue)> {
         let mut out = Vec::new();
-        for (k, v) in self.bans_v4.iter().flatten() {
-            out.push((IpNet::host(IpAddr::from(k)), v));
+        if let Err(e) = self.for_each_ban(|n, v| out.push((n, *v))) {
+            log::error!("reading the ban maps: {e}");
         }
-        for (k, v) in self.bans_v6.iter().flatten() {
-            out.push((IpNet::host(IpAddr::from(k)), v));
+        out
+    }
+
+    fn fds(&self) -> [(BorrowedFd<'_>, &'static str, &'static str, u32); 4] {
+        let c = self.capacity;
+        [
+            (
+                IterableMap::map(&self.bans_v4).fd().as_fd(),
+                maps::BANS_V4,
+                "bans",
+                c.bans,
+            ),
+            (
+                IterableMap::map(&self.bans_v6).fd().as_fd(),
+                maps::BANS_V6,
+                "bans",
+                c.bans,
+            ),
+            (
+                IterableMap::map(&self.prefix_v4).fd().as_fd(),
+                maps::PREFIX_V4,
+                "prefixes",
+                c.prefixes,
+            ),
+            (
+                IterableMap::map(&self.prefix_v6).fd().as_fd(),
+                maps::PREFIX_V6,
+                "prefixes",
+                c.prefixes,
+            ),
+        ]
+    }
+
+    /// Writes many ban entries with `BPF_MAP_UPDATE_BATCH` (a few syscalls instead of one or
+    /// two per entry), stopping at the first failure. Values are written as given, counters
+    /// included: a caller re-banning an address passes the counters it read.
+    pub fn put_bans(&mut self, items: &[(IpNet, BanValue)]) -> Result<(), PutError> {
+        let g = Groups::of(items);
+        let fds = self.fds();
+        let mut written = Vec::new();
+        macro_rules! group {
+            ($grp:expr, $i:expr, $trie:expr) => {{
+                let (keys, vals, nets) = &$grp;
+                let (fd, map, key, cap) = fds[$i];
+                if !keys.is_empty() {
+                    let r = match batch::update(fd, keys, vals) {
+                        Err(e) if $trie && e.done == 0 && batch_unsupported(&e.error) => {
+                            one_by_one(fd, keys, vals)
+                        }
+                        r => r,
+                    };
+                    if let Err(e) = r {
+                        written.extend_from_slice(&nets[..e.done]);
+                        return Err(PutError {
+                            written,
+                            failed: nets[e.done],
+                            error: io_map_err(map, key, cap, e.error),
+                        });
+                    }
+                    written.extend_from_slice(nets);
+                }
+            }};
         }
+        group!(g.v4, 0, false);
+        group!(g.v6, 1, false);
+        group!(g.p4, 2, true);
+        group!(g.p6, 3, true);
+        Ok(())
+    }
+
+    /// Like [`Kernel::put_bans`], but goes on after a failed entry: returns the entries that
+    /// could not be written, with why (map full, ...). For restores and jail batches, where
+    /// one refused entry must not stop the others.
+    pub fn put_bans_each(&mut self, items: &[(IpNet, BanValue)]) -> Vec<(IpNet, KernelError)> {
+        let mut failed = Vec::new();
+        let mut rest: Vec<(IpNet, BanValue)> = items.to_vec();
+        loop {
+            match self.put_bans(&rest) {
+                Ok(()) => return failed,
+                Err(e) => {
+                    let mut done: std::collections::HashSet<IpNet> =
+                        e.written.iter().copied().collect();
+                    done.insert(e.failed);
+                    let full = matches!(e.error, KernelError::MapFull { .. });
+                    let same_map = |n: &IpNet| {
+                        n.is_ipv4() == e.failed.is_ipv4() && n.is_host() == e.failed.is_host()
+                    };
+                    rest.retain(|(n, _)| {
+                        if done.contains(n) {
+                            return false;
+                        }
+                        // A full map refuses the rest of its entries too: fail them at once
+                        // instead of one syscall round each.
+                        if full && same_map(n) {
+                            failed.push((*n, io_map_err_like(&e.error)));
+                            return false;
+                        }
+                        true
+                    });
+                    failed.push((e.failed, e.error));
+                }
+            }
+        }
+    }
+
+    /// Removes many ban entries with `BPF_MAP_DELETE_BATCH`; missing ones are skipped.
+    /// Returns how many were removed.
+    pub fn remove_bans(&mut self, nets: &[IpNet]) -> Result<usize, KernelError> {
+        let mut g = Groups::default();
+        for n in nets {
+            match map_key(n) {
+                MapKey::V4(a, 32) => g.v4.0.push(a),
+                MapKey::V6(a, 128) => g.v6.0.push(a),
+                MapKey::V4(a, l) => g.p4.0.push(Key::new(l, a)),
+                MapKey::V6(a, l) => g.p6.0.push(Key::new(l, a)),
+            }
+        }
+        let fds = self.fds();
+        let err = |i: usize, e: io::Error| KernelError::Map {
+            map: fds[i].1,
+            message: e.to_string(),
+        };
+        let mut removed = 0;
+        if !g.v4.0.is_empty() {
+            removed += batch::delete(fds[0].0, &g.v4.0).map_err(|e| err(0, e))?;
+        }
+        if !g.v6.0.is_empty() {
+            removed += batch::delete(fds[1].0, &g.v6.0).map_err(|e| err(1, e))?;
+        }
+        // Prefix bans are few; an LPM trie's batch delete is not on every kernel.
+        for k in g.p4.0 {
+            removed += usize::from(self.prefix_v4.remove(&k).is_ok());
+        }
+        for k in g.p6.0 {
+            removed += usize::from(self.prefix_v6.remove(&k).is_ok());
+        }
+        Ok(removed)
+    }
+
+    /// Calls `f` for every ban entry in the kernel maps, reading the hash maps with
+    /// `BPF_MAP_LOOKUP_BATCH` (thousands of entries per syscall) and nothing kept in between.
+    pub fn for_each_ban(&self, mut f: impl FnMut(IpNet, &BanValue)) -> Result<(), KernelError> {
+        let fds = self.fds();
+        let err = |i: usize, e: io::Error| KernelError::Map {
+            map: fds[i].1,
+            message: e.to_string(),
+        };
+        batch::lookup_all::<[u8; 4], BanValue>(fds[0].0, |ks, vs| {
+            for (k, v) in ks.iter().zip(vs) {
+                f(IpNet::host(IpAddr::from(*k)), v);
+            }
+        })
+        .map_err(|e| err(0, e))?;
+        batch::lookup_all::<[u8; 16], BanValue>(fds[1].0, |ks, vs| {
+            for (k, v) in ks.iter().zip(vs) {
+                f(IpNet::host(IpAddr::from(*k)), v);
+            }
+        })
+        .map_err(|e| err(1, e))?;
         for (k, v) in self.prefix_v4.iter().flatten() {
             if let Some(n) = IpNet::new(IpAddr::from(k.data()), k.prefix_len() as u8) {
-                out.push((n, v));
+                f(n, &v);
             }
         }
         for (k, v) in self.prefix_v6.iter().flatten() {
             if let Some(n) = IpNet::new(IpAddr::from(k.data()), k.prefix_len() as u8) {
-                out.push((n, v));
+                f(n, &v);
             }
         }
-        out
+        Ok(())
     }
 
     /// Makes the kernel allowlist exactly `want`.
@@ -468,5 +699,60 @@ impl Kernel {
             out.insert(name.to_string(), sum);
         }
         out
+    }
+}
+
+/// Per-entry writes, for maps that refuse batches; same error contract as [`batch::update`].
+fn one_by_one<K: aya::Pod>(
+    fd: BorrowedFd<'_>,
+    keys: &[K],
+    vals: &[BanValue],
+) -> Result<(), batch::BatchError> {
+    for (i, (k, v)) in keys.iter().zip(vals).enumerate() {
+        batch::update(fd, std::slice::from_ref(k), std::slice::from_ref(v))
+            .or_else(|e| {
+                if batch_unsupported(&e.error) {
+                    update_elem(fd, k, v)
+                } else {
+                    Err(e.error)
+                }
+            })
+            .map_err(|error| batch::BatchError { done: i, error })?;
+    }
+    Ok(())
+}
+
+/// `BPF_MAP_UPDATE_ELEM` on a raw fd.
+fn update_elem<K, V>(fd: BorrowedFd<'_>, k: &K, v: &V) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct Attr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    let mut attr = Attr {
+        map_fd: fd.as_raw_fd() as u32,
+        _pad: 0,
+        key: k as *const K as u64,
+        value: v as *const V as u64,
+        flags: 0,
+    };
+    // SAFETY: attr is a complete bpf_attr prefix for BPF_MAP_UPDATE_ELEM (cmd 2); key and
+    // value point at values of the map's key and value types, borrowed for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            2 as libc::c_long,
+            &mut attr as *mut Attr,
+            size_of::<Attr>() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }

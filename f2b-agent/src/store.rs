@@ -1,23 +1,40 @@
 //! Persistence in redb: active bans, per-address ban history (for ban counts and bantime
 //! increment across restarts) and small agent metadata. Calls here block; the agent runs them
 //! off the tokio workers (a ban manager behind a mutex, driven from `spawn_blocking`).
+//!
+//! Rows are compact fixed binary records (schema 2), not JSON: a restore decodes a million of
+//! them at start, and a bulk ban encodes tens of thousands per request. A database written by
+//! schema 1 (JSON rows, text keys) is migrated in one transaction when it is opened.
+//!
+//! History holds the counts of bans that have *ended* (unbanned, expired, or taken over by
+//! another jail); an active ban row carries its own counts. So a ban costs one row write, not
+//! three, and [`Store::history`] answers from both.
 
 use std::path::Path;
+
+use std::net::IpAddr;
 
 use f2b_common::net::IpNet;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-/// Active bans: address/CIDR text -> JSON [`StoredBan`].
-const BANS: TableDefinition<&str, &[u8]> = TableDefinition::new("bans_v1");
-/// How many times an address has been banned, ever.
-const HISTORY: TableDefinition<&str, u32> = TableDefinition::new("history_v1");
+/// Active bans: [`net_key`] -> binary row ([`encode_ban`]).
+const BANS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("bans_v2");
+/// Ban counts of ended bans per address: [`net_key`] -> binary row ([`HistRow`]).
+const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history_v2");
+/// Schema 1 tables, read once by the migration and then deleted.
+const BANS_V1: TableDefinition<&str, &[u8]> = TableDefinition::new("bans_v1");
+const HISTORY_V1: TableDefinition<&str, u32> = TableDefinition::new("history_v1");
+
+/// redb's page cache. Its default (1 GiB) lets the cache grow to the whole ban table; the
+/// hot part (the tree's inner pages and recently written leaves) is far smaller.
+pub const CACHE_BYTES: usize = 32 << 20;
 /// Log read positions: "<jail>\n<path>" -> JSON [`FilePos`].
 const POSITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("positions_v1");
 /// Agent metadata (schema version, per-interface XDP mode).
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta_v1");
 
-pub const SCHEMA_VERSION: &str = "1";
+pub const SCHEMA_VERSION: &str = "2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -58,6 +75,249 @@ pub struct StoredBan {
     pub jail_count: u32,
 }
 
+impl StoredBan {
+    pub fn as_ref(&self) -> BanRef<'_> {
+        BanRef {
+            jail: &self.jail,
+            since: self.since,
+            until: self.until,
+            ports: &self.ports,
+            ban_count: self.ban_count,
+            jail_count: self.jail_count,
+        }
+    }
+}
+
+/// A ban row to write, borrowing its jail name and ports (no allocation per ban).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BanRef<'a> {
+    pub jail: &'a str,
+    pub since: u64,
+    pub until: Option<u64>,
+    pub ports: &'a [u16],
+    pub ban_count: u32,
+    pub jail_count: u32,
+}
+
+/// A ban row as read, borrowing from the database page.
+#[derive(Debug, Clone, Copy)]
+pub struct BanRow<'a> {
+    pub jail: &'a str,
+    pub since: u64,
+    pub until: Option<u64>,
+    ports: &'a [u8],
+    pub ban_count: u32,
+    pub jail_count: u32,
+}
+
+impl BanRow<'_> {
+    pub fn nports(&self) -> usize {
+        self.ports.len() / 2
+    }
+
+    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.ports
+            .chunks_exact(2)
+            .map(|p| u16::from_le_bytes([p[0], p[1]]))
+    }
+
+    pub fn to_owned(&self) -> StoredBan {
+        StoredBan {
+            jail: self.jail.to_string(),
+            since: self.since,
+            until: self.until,
+            ports: self.ports().collect(),
+            ban_count: self.ban_count,
+            jail_count: self.jail_count,
+        }
+    }
+}
+
+/// Row format version, the first byte of every ban row.
+const ROW_V2: u8 = 2;
+const PERMANENT: u64 = u64::MAX;
+/// version, since, until, ban_count, jail_count, nports.
+const ROW_FIXED: usize = 1 + 8 + 8 + 4 + 4 + 1;
+
+/// Key of an address or prefix: family (4 or 6), prefix length, address octets (6 or 18
+/// bytes; ordered by family, then prefix length, then address).
+pub fn net_key(ip: &IpNet) -> NetKey {
+    let mut k = NetKey {
+        buf: [0; 18],
+        len: 0,
+    };
+    match ip.addr() {
+        IpAddr::V4(a) => {
+            k.buf[0] = 4;
+            k.buf[2..6].copy_from_slice(&a.octets());
+            k.len = 6;
+        }
+        IpAddr::V6(a) => {
+            k.buf[0] = 6;
+            k.buf[2..18].copy_from_slice(&a.octets());
+            k.len = 18;
+        }
+    }
+    k.buf[1] = ip.prefix_len();
+    k
+}
+
+/// An encoded [`net_key`], on the stack.
+#[derive(Clone, Copy)]
+pub struct NetKey {
+    buf: [u8; 18],
+    len: u8,
+}
+
+impl NetKey {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+}
+
+pub fn decode_net_key(k: &[u8]) -> Option<IpNet> {
+    match (k.len(), k.first()) {
+        (6, Some(4)) => {
+            let a: [u8; 4] = k[2..6].try_into().ok()?;
+            IpNet::new(IpAddr::from(a), k[1])
+        }
+        (18, Some(6)) => {
+            let a: [u8; 16] = k[2..18].try_into().ok()?;
+            IpNet::new(IpAddr::from(a), k[1])
+        }
+        _ => None,
+    }
+}
+
+/// Appends the binary row of `b` to `out`. Jail names longer than 255 bytes and more than
+/// 255 ports are cut (neither exists in a valid config).
+pub fn encode_ban(b: &BanRef<'_>, out: &mut Vec<u8>) {
+    let nports = b.ports.len().min(255);
+    let jail = &b.jail.as_bytes()[..b.jail.len().min(255)];
+    out.reserve(ROW_FIXED + 2 * nports + 1 + jail.len());
+    out.push(ROW_V2);
+    out.extend_from_slice(&b.since.to_le_bytes());
+    out.extend_from_slice(&b.until.unwrap_or(PERMANENT).to_le_bytes());
+    out.extend_from_slice(&b.ban_count.to_le_bytes());
+    out.extend_from_slice(&b.jail_count.to_le_bytes());
+    out.push(nports as u8);
+    for p in &b.ports[..nports] {
+        out.extend_from_slice(&p.to_le_bytes());
+    }
+    out.push(jail.len() as u8);
+    out.extend_from_slice(jail);
+}
+
+pub fn decode_ban(v: &[u8]) -> Option<BanRow<'_>> {
+    if v.len() < ROW_FIXED || v[0] != ROW_V2 {
+        return None;
+    }
+    let u64_at = |i: usize| u64::from_le_bytes(v[i..i + 8].try_into().unwrap_or([0; 8]));
+    let u32_at = |i: usize| u32::from_le_bytes(v[i..i + 4].try_into().unwrap_or([0; 4]));
+    let nports = v[ROW_FIXED - 1] as usize;
+    let ports_end = ROW_FIXED + 2 * nports;
+    let jail_len = *v.get(ports_end)? as usize;
+    let jail = std::str::from_utf8(v.get(ports_end + 1..ports_end + 1 + jail_len)?).ok()?;
+    let until = u64_at(9);
+    Some(BanRow {
+        jail,
+        since: u64_at(1),
+        until: (until != PERMANENT).then_some(until),
+        ports: &v[ROW_FIXED..ports_end],
+        ban_count: u32_at(17),
+        jail_count: u32_at(21),
+    })
+}
+
+/// Ban counts of an address's ended bans: over all jails, and per jail.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistRow {
+    pub all: u32,
+    pub jails: Vec<(String, u32)>,
+}
+
+impl HistRow {
+    pub fn decode(v: &[u8]) -> HistRow {
+        let mut h = HistRow::default();
+        if v.len() < 5 {
+            return h;
+        }
+        h.all = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+        let mut i = 5;
+        for _ in 0..v[4] {
+            let Some(&n) = v.get(i) else { break };
+            let n = n as usize;
+            let (Some(name), Some(c)) = (v.get(i + 1..i + 1 + n), v.get(i + 1 + n..i + 5 + n))
+            else {
+                break;
+            };
+            let c = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            h.jails
+                .push((String::from_utf8_lossy(name).into_owned(), c));
+            i += 5 + n;
+        }
+        h
+    }
+
+    /// The count for `jail` in an encoded row, without decoding the rest.
+    pub fn jail_in(v: &[u8], jail: &str) -> u32 {
+        let mut i = 5;
+        for _ in 0..v.get(4).copied().unwrap_or(0) {
+            let Some(&n) = v.get(i) else { break };
+            let n = n as usize;
+            let (Some(name), Some(c)) = (v.get(i + 1..i + 1 + n), v.get(i + 1 + n..i + 5 + n))
+            else {
+                break;
+            };
+            if name == jail.as_bytes() {
+                return u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+            i += 5 + n;
+        }
+        0
+    }
+
+    pub fn all_in(v: &[u8]) -> u32 {
+        v.get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .unwrap_or(0)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(5 + self.jails.len() * 12);
+        out.extend_from_slice(&self.all.to_le_bytes());
+        let n = self.jails.len().min(255);
+        out.push(n as u8);
+        for (j, c) in &self.jails[..n] {
+            let j = &j.as_bytes()[..j.len().min(255)];
+            out.push(j.len() as u8);
+            out.extend_from_slice(j);
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+        out
+    }
+
+    /// Records an ended ban: the counts never go down.
+    pub fn record(&mut self, jail: &str, ban_count: u32, jail_count: u32) {
+        self.all = self.all.max(ban_count);
+        if jail_count == 0 {
+            return;
+        }
+        match self.jails.iter_mut().find(|(j, _)| j == jail) {
+            Some((_, c)) => *c = (*c).max(jail_count),
+            None => self.jails.push((jail.to_string(), jail_count)),
+        }
+    }
+}
+
+/// A ban that ended in a transaction, whose counts go to history.
+struct Ended {
+    ip: IpNet,
+    jail: String,
+    ban_count: u32,
+    jail_count: u32,
+}
+
 /// Where a jail stopped reading a log file: the file's identity and the offset just after
 /// the last complete line that was processed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +334,76 @@ fn pos_key(jail: &str, path: &str) -> String {
     format!("{jail}\n{path}")
 }
 
+/// Schema 1 -> 2 inside `txn`: JSON ban rows with text keys become binary rows; the history
+/// rows ("ip" and "jail\nip" -> count) are merged into one binary row per address. The v1
+/// tables are deleted. Returns (bans, history rows) converted.
+fn migrate_v1(txn: &redb::WriteTransaction) -> Result<(usize, usize), StoreError> {
+    let mut nbans = 0;
+    {
+        let v1 = txn
+            .open_table(BANS_V1)
+            .map_err(|e| db_err("open bans_v1", e))?;
+        let mut v2 = txn.open_table(BANS).map_err(|e| db_err("open bans", e))?;
+        let mut row = Vec::new();
+        for r in v1.iter().map_err(|e| db_err("iterate bans_v1", e))? {
+            let (k, v) = r.map_err(|e| db_err("read bans_v1", e))?;
+            match (
+                k.value().parse::<IpNet>(),
+                serde_json::from_slice::<StoredBan>(v.value()),
+            ) {
+                (Ok(ip), Ok(b)) => {
+                    row.clear();
+                    encode_ban(&b.as_ref(), &mut row);
+                    v2.insert(net_key(&ip).as_bytes(), row.as_slice())
+                        .map_err(|e| db_err("write ban", e))?;
+                    nbans += 1;
+                }
+                _ => log::error!(
+                    "database migration: skipping undecodable ban row {:?}",
+                    k.value()
+                ),
+            }
+        }
+    }
+    let mut rows: std::collections::BTreeMap<IpNet, HistRow> = Default::default();
+    {
+        let v1 = txn
+            .open_table(HISTORY_V1)
+            .map_err(|e| db_err("open history_v1", e))?;
+        for r in v1.iter().map_err(|e| db_err("iterate history_v1", e))? {
+            let (k, v) = r.map_err(|e| db_err("read history_v1", e))?;
+            let key = k.value();
+            let (jail, ip) = match key.rsplit_once('\n') {
+                Some((j, ip)) => (Some(j), ip),
+                None => (None, key),
+            };
+            let Ok(ip) = ip.parse::<IpNet>() else {
+                continue;
+            };
+            let h = rows.entry(ip).or_default();
+            match jail {
+                Some(j) => h.record(j, 0, v.value()),
+                None => h.all = h.all.max(v.value()),
+            }
+        }
+    }
+    let nhist = rows.len();
+    {
+        let mut v2 = txn
+            .open_table(HISTORY)
+            .map_err(|e| db_err("open history", e))?;
+        for (ip, h) in rows {
+            v2.insert(net_key(&ip).as_bytes(), h.encode().as_slice())
+                .map_err(|e| db_err("write history", e))?;
+        }
+    }
+    txn.delete_table(BANS_V1)
+        .map_err(|e| db_err("delete bans_v1", e))?;
+    txn.delete_table(HISTORY_V1)
+        .map_err(|e| db_err("delete history_v1", e))?;
+    Ok((nbans, nhist))
+}
+
 pub struct Store {
     db: Database,
 }
@@ -83,10 +413,13 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| db_err("create directory", e))?;
         }
-        let db = Database::create(path).map_err(|source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
         let store = Store { db };
         store.init()?;
         Ok(store)
@@ -100,13 +433,24 @@ impl Store {
                 .get("schema")
                 .map_err(|e| db_err("read meta", e))?
                 .map(|v| v.value().to_string());
-            match found {
-                None => {
-                    meta.insert("schema", SCHEMA_VERSION)
-                        .map_err(|e| db_err("write meta", e))?;
+            match found.as_deref() {
+                None => {}
+                Some(SCHEMA_VERSION) => {}
+                Some("1") => {
+                    let (bans, hist) = migrate_v1(&txn)?;
+                    log::info!(
+                        "database: migrated schema 1 -> {SCHEMA_VERSION} ({bans} bans, {hist} history rows)"
+                    );
                 }
-                Some(v) if v == SCHEMA_VERSION => {}
-                Some(found) => return Err(StoreError::Schema { found }),
+                Some(other) => {
+                    return Err(StoreError::Schema {
+                        found: other.to_string(),
+                    });
+                }
+            }
+            if found.as_deref() != Some(SCHEMA_VERSION) {
+                meta.insert("schema", SCHEMA_VERSION)
+                    .map_err(|e| db_err("write meta", e))?;
             }
             txn.open_table(BANS).map_err(|e| db_err("open bans", e))?;
             txn.open_table(HISTORY)
@@ -117,67 +461,106 @@ impl Store {
         txn.commit().map_err(|e| db_err("commit", e))
     }
 
-    /// Every persisted ban. Rows that do not decode are reported and skipped, not fatal.
-    pub fn load_bans(&self) -> Result<Vec<(IpNet, StoredBan)>, StoreError> {
+    /// Number of ban rows (to size the index before a restore).
+    pub fn ban_rows(&self) -> Result<usize, StoreError> {
+        use redb::ReadableTableMetadata;
         let txn = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
         let table = txn.open_table(BANS).map_err(|e| db_err("open bans", e))?;
+        Ok(table.len().map_err(|e| db_err("count bans", e))? as usize)
+    }
+
+    /// Every persisted ban. Rows that do not decode are reported and skipped, not fatal.
+    pub fn load_bans(&self) -> Result<Vec<(IpNet, StoredBan)>, StoreError> {
         let mut out = Vec::new();
+        self.for_each_ban(|ip, b| out.push((ip, b.to_owned())))?;
+        Ok(out)
+    }
+
+    /// Calls `f` for every persisted ban, decoded in place (nothing kept in between, no
+    /// allocation per row). Rows that do not decode are reported and skipped.
+    pub fn for_each_ban(&self, mut f: impl FnMut(IpNet, BanRow<'_>)) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
+        let table = txn.open_table(BANS).map_err(|e| db_err("open bans", e))?;
         for row in table.iter().map_err(|e| db_err("iterate bans", e))? {
             let (k, v) = row.map_err(|e| db_err("read ban", e))?;
-            let key = k.value();
-            match (
-                key.parse::<IpNet>(),
-                serde_json::from_slice::<StoredBan>(v.value()),
-            ) {
-                (Ok(ip), Ok(ban)) => out.push((ip, ban)),
-                (a, b) => log::error!(
-                    "database: skipping undecodable ban row {key:?}: {}",
-                    a.err()
-                        .map(|e| e.to_string())
-                        .or(b.err().map(|e| e.to_string()))
-                        .unwrap_or_default()
-                ),
+            match (decode_net_key(k.value()), decode_ban(v.value())) {
+                (Some(ip), Some(b)) => f(ip, b),
+                _ => log::error!("database: skipping undecodable ban row {:?}", k.value()),
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Ban counts so far for these addresses in one jail (0 when never banned there).
     pub fn history_in(&self, jail: &str, ips: &[IpNet]) -> Result<Vec<u32>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
-        let table = txn
-            .open_table(HISTORY)
-            .map_err(|e| db_err("open history", e))?;
-        ips.iter()
-            .map(|ip| {
-                Ok(table
-                    .get(pos_key(jail, &ip.to_string()).as_str())
-                    .map_err(|e| db_err("read history", e))?
-                    .map(|g| g.value())
-                    .unwrap_or(0))
-            })
-            .collect()
+        Ok(self
+            .counts(jail, ips, true)?
+            .into_iter()
+            .map(|c| c.1)
+            .collect())
     }
 
     /// Ban counts so far for these addresses, over all jails (0 when never banned).
     pub fn history(&self, ips: &[IpNet]) -> Result<Vec<u32>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
-        let table = txn
-            .open_table(HISTORY)
-            .map_err(|e| db_err("open history", e))?;
-        ips.iter()
-            .map(|ip| {
-                Ok(table
-                    .get(ip.to_string().as_str())
-                    .map_err(|e| db_err("read history", e))?
-                    .map(|g| g.value())
-                    .unwrap_or(0))
-            })
-            .collect()
+        Ok(self
+            .counts("", ips, true)?
+            .into_iter()
+            .map(|c| c.0)
+            .collect())
     }
 
-    /// In one durable transaction: writes `puts` (and their ban counts into history) and deletes
-    /// `dels`. Either all of it is on disk when this returns Ok, or none of it.
+    /// (over all jails, in `jail`) ban counts of the *ended* bans of each address, in one read
+    /// transaction. The ban manager adds what its active bans carry.
+    pub fn ended_counts(&self, jail: &str, ips: &[IpNet]) -> Result<Vec<(u32, u32)>, StoreError> {
+        self.counts(jail, ips, false)
+    }
+
+    fn counts(
+        &self,
+        jail: &str,
+        ips: &[IpNet],
+        with_active: bool,
+    ) -> Result<Vec<(u32, u32)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
+        let hist = txn
+            .open_table(HISTORY)
+            .map_err(|e| db_err("open history", e))?;
+        let bans = if with_active {
+            Some(txn.open_table(BANS).map_err(|e| db_err("open bans", e))?)
+        } else {
+            None
+        };
+        let mut out = Vec::with_capacity(ips.len());
+        for ip in ips {
+            let key = net_key(ip);
+            let (mut all, mut this) = match hist
+                .get(key.as_bytes())
+                .map_err(|e| db_err("read history", e))?
+            {
+                Some(g) => (
+                    HistRow::all_in(g.value()),
+                    HistRow::jail_in(g.value(), jail),
+                ),
+                None => (0, 0),
+            };
+            if let Some(bans) = &bans
+                && let Some(g) = bans
+                    .get(key.as_bytes())
+                    .map_err(|e| db_err("read ban", e))?
+                && let Some(b) = decode_ban(g.value())
+            {
+                all = all.max(b.ban_count);
+                if b.jail == jail {
+                    this = this.max(b.jail_count);
+                }
+            }
+            out.push((all, this));
+        }
+        Ok(out)
+    }
+
+    /// In one durable transaction: writes `puts` and deletes `dels` (whose counts go to the
+    /// history). Either all of it is on disk when this returns Ok, or none of it.
     pub fn apply(&self, puts: &[(IpNet, StoredBan)], dels: &[IpNet]) -> Result<(), StoreError> {
         self.commit(puts, dels, &[], &[])
     }
@@ -212,6 +595,19 @@ impl Store {
         positions: &[(String, String, Option<FilePos>)],
         meta: &[(String, String)],
     ) -> Result<(), StoreError> {
+        let refs: Vec<(IpNet, BanRef<'_>)> = puts.iter().map(|(ip, b)| (*ip, b.as_ref())).collect();
+        self.commit_refs(&refs, dels, positions, meta)
+    }
+
+    /// [`Store::commit`] with borrowed rows (the ban manager's compact index hands them out
+    /// without building a `StoredBan` per ban).
+    pub fn commit_refs(
+        &self,
+        puts: &[(IpNet, BanRef<'_>)],
+        dels: &[IpNet],
+        positions: &[(String, String, Option<FilePos>)],
+        meta: &[(String, String)],
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| db_err("begin", e))?;
         if !meta.is_empty() {
             let mut t = txn.open_table(META).map_err(|e| db_err("open meta", e))?;
@@ -239,27 +635,60 @@ impl Store {
                 }
             }
         }
-        {
+        let mut ended = Vec::new();
+        if !puts.is_empty() || !dels.is_empty() {
             let mut bans = txn.open_table(BANS).map_err(|e| db_err("open bans", e))?;
-            let mut hist = txn
-                .open_table(HISTORY)
-                .map_err(|e| db_err("open history", e))?;
+            let mut row = Vec::with_capacity(64);
             for (ip, ban) in puts {
-                let key = ip.to_string();
-                let v = serde_json::to_vec(ban).map_err(|e| db_err("encode ban", e))?;
-                bans.insert(key.as_str(), v.as_slice())
+                let key = net_key(ip);
+                row.clear();
+                encode_ban(ban, &mut row);
+                let old = bans
+                    .insert(key.as_bytes(), row.as_slice())
                     .map_err(|e| db_err("write ban", e))?;
-                hist.insert(key.as_str(), ban.ban_count)
-                    .map_err(|e| db_err("write history", e))?;
-
-                if ban.jail_count > 0 {
-                    hist.insert(pos_key(&ban.jail, &key).as_str(), ban.jail_count)
-                        .map_err(|e| db_err("write history", e))?;
+                // A ban taken over by another jail ends for its old jail: keep its counts.
+                if let Some(old) = old
+                    && let Some(o) = decode_ban(old.value())
+                    && o.jail != ban.jail
+                {
+                    ended.push(Ended {
+                        ip: *ip,
+                        jail: o.jail.to_string(),
+                        ban_count: o.ban_count,
+                        jail_count: o.jail_count,
+                    });
                 }
             }
             for ip in dels {
-                bans.remove(ip.to_string().as_str())
+                let old = bans
+                    .remove(net_key(ip).as_bytes())
                     .map_err(|e| db_err("delete ban", e))?;
+                if let Some(old) = old
+                    && let Some(o) = decode_ban(old.value())
+                {
+                    ended.push(Ended {
+                        ip: *ip,
+                        jail: o.jail.to_string(),
+                        ban_count: o.ban_count,
+                        jail_count: o.jail_count,
+                    });
+                }
+            }
+        }
+        if !ended.is_empty() {
+            let mut hist = txn
+                .open_table(HISTORY)
+                .map_err(|e| db_err("open history", e))?;
+            for e in ended {
+                let key = net_key(&e.ip);
+                let mut h = hist
+                    .get(key.as_bytes())
+                    .map_err(|e| db_err("read history", e))?
+                    .map(|g| HistRow::decode(g.value()))
+                    .unwrap_or_default();
+                h.record(&e.jail, e.ban_count, e.jail_count);
+                hist.insert(key.as_bytes(), h.encode().as_slice())
+                    .map_err(|e| db_err("write history", e))?;
             }
         }
         txn.commit().map_err(|e| db_err("commit", e))

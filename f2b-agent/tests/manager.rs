@@ -485,3 +485,196 @@ fn increment_counts_per_jail_unless_overalljails() {
     // Jail c counts over all jails: three earlier bans -> the last multiplier (3).
     assert_eq!(len(&one(&mut m, "c")), 1800);
 }
+
+/// Batch writes, reads and deletes against the real maps: every map kind, counters written as
+/// given, missing keys skipped on delete, and a full map refusing with how far it got.
+#[test]
+fn batch_update_lookup_delete_roundtrip() {
+    let Some(env) = Env::new() else { return };
+    let mut k = env.kernel();
+    let nets: Vec<IpNet> = [
+        "198.18.1.1",
+        "198.18.1.2",
+        "fd00:f2b::1",
+        "198.18.4.0/24",
+        "fd00:f2b:1::/48",
+    ]
+    .iter()
+    .map(|s| net(s))
+    .collect();
+    let items: Vec<(IpNet, BanValue)> = nets
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut v = BanValue::new(0);
+            v.packets = i as u64 + 10;
+            v.nports = 1;
+            v.ports[0] = 22;
+            (*n, v)
+        })
+        .collect();
+    k.put_bans(&items).expect("batch write");
+    let mut got = Vec::new();
+    k.for_each_ban(|n, v| got.push((n, *v)))
+        .expect("batch read");
+    got.sort_by_key(|g| g.0);
+    let mut want = items.clone();
+    want.sort_by_key(|w| w.0);
+    assert_eq!(
+        got, want,
+        "what was written is read back, counters included"
+    );
+    assert_eq!(
+        k.remove_bans(&[nets[0], net("198.18.1.99"), nets[2], nets[3]])
+            .expect("batch delete"),
+        3,
+        "the missing key is skipped, the rest removed"
+    );
+    let mut left: Vec<IpNet> = k.all_bans().into_iter().map(|b| b.0).collect();
+    left.sort();
+    assert_eq!(left, vec![nets[1], nets[4]]);
+    // Capacity 8: 7 more exact v4 entries fit, the 8th does not.
+    let many: Vec<(IpNet, BanValue)> = (0..10)
+        .map(|i| (net(&format!("198.18.2.{i}")), BanValue::new(0)))
+        .collect();
+    let e = k.put_bans(&many).expect_err("map full");
+    assert_eq!(e.written.len(), 7, "{e:?}");
+    assert_eq!(e.failed, many[7].0);
+    assert!(e.error.to_string().contains("full"), "{}", e.error);
+    let failed = k.put_bans_each(&many);
+    assert_eq!(
+        failed.len(),
+        3,
+        "the entries that did not fit, and only them"
+    );
+    k.remove_bans(&many.iter().map(|m| m.0).collect::<Vec<_>>())
+        .expect("cleanup");
+}
+
+/// A database written by schema 1 (JSON rows, text keys, history as two rows per ban) opens
+/// as schema 2 with the same bans and counts, and the old tables are gone.
+#[test]
+fn schema_v1_database_is_migrated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("old.redb");
+    {
+        let db = redb::Database::create(&path).expect("create");
+        let txn = db.begin_write().expect("begin");
+        {
+            let meta: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("meta_v1");
+            let bans: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("bans_v1");
+            let hist: redb::TableDefinition<&str, u32> = redb::TableDefinition::new("history_v1");
+            txn.open_table(meta)
+                .expect("meta")
+                .insert("schema", "1")
+                .expect("schema");
+            let mut b = txn.open_table(bans).expect("bans");
+            b.insert(
+                "198.18.0.7",
+                br#"{"jail":"sshd","since":100,"until":5000000000,"ports":[22],"ban_count":3,"jail_count":2}"#.as_slice(),
+            )
+            .expect("row");
+            b.insert(
+                "fd00:f2b::/64",
+                br#"{"jail":"manual","since":100,"until":null}"#.as_slice(),
+            )
+            .expect("row");
+            let mut h = txn.open_table(hist).expect("hist");
+            for (k, v) in [
+                ("198.18.0.7", 3),
+                ("sshd\n198.18.0.7", 2),
+                ("198.18.0.9", 4),
+                ("sshd\n198.18.0.9", 1),
+                ("recidive\n198.18.0.9", 3),
+            ] {
+                h.insert(k, v).expect("hist row");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+    let s = Store::open(&path).expect("migrating open");
+    let mut bans = s.load_bans().expect("load");
+    bans.sort_by_key(|b| b.0);
+    assert_eq!(
+        bans,
+        vec![
+            (
+                net("198.18.0.7"),
+                StoredBan {
+                    jail: "sshd".into(),
+                    since: 100,
+                    until: Some(5_000_000_000),
+                    ports: vec![22],
+                    ban_count: 3,
+                    jail_count: 2,
+                }
+            ),
+            (
+                net("fd00:f2b::/64"),
+                StoredBan {
+                    jail: "manual".into(),
+                    since: 100,
+                    until: None,
+                    ports: vec![],
+                    ban_count: 0,
+                    jail_count: 0,
+                }
+            ),
+        ]
+    );
+    let ips = [net("198.18.0.7"), net("198.18.0.9"), net("198.18.0.10")];
+    assert_eq!(s.history(&ips).expect("history"), vec![3, 4, 0]);
+    assert_eq!(s.history_in("sshd", &ips).expect("history"), vec![2, 1, 0]);
+    assert_eq!(
+        s.history_in("recidive", &ips).expect("history"),
+        vec![0, 3, 0]
+    );
+    assert_eq!(s.meta_get("schema").expect("meta").as_deref(), Some("2"));
+    drop(s);
+    // Reopening does not migrate again, and the v1 tables are gone.
+    let s = Store::open(&path).expect("reopen");
+    assert_eq!(s.load_bans().expect("load").len(), 2);
+    drop(s);
+    let db = redb::Database::open(&path).expect("raw open");
+    let txn = redb::ReadableDatabase::begin_read(&db).expect("read");
+    let names: Vec<String> = txn
+        .list_tables()
+        .expect("tables")
+        .map(|t| redb::TableHandle::name(&t).to_string())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with("_v1") && n != "meta_v1" && n != "positions_v1"),
+        "{names:?}"
+    );
+}
+
+/// The history of ended bans feeds the next ban's counts (one row per address): unban, then
+/// ban again in another jail, then the first jail again.
+#[test]
+fn history_of_ended_bans_counts_per_jail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Store::open(&dir.path().join("h.redb")).expect("open");
+    let a = net("198.18.0.7");
+    let ban = |jail: &str, all, this| StoredBan {
+        jail: jail.into(),
+        since: 1,
+        until: None,
+        ports: vec![],
+        ban_count: all,
+        jail_count: this,
+    };
+    s.apply(&[(a, ban("sshd", 1, 1))], &[]).expect("ban");
+    assert_eq!(s.ended_counts("sshd", &[a]).expect("ended"), vec![(0, 0)]);
+    assert_eq!(s.history_in("sshd", &[a]).expect("history"), vec![1]);
+    s.apply(&[], &[a]).expect("unban");
+    assert_eq!(s.ended_counts("sshd", &[a]).expect("ended"), vec![(1, 1)]);
+    // Taken over by recidive: sshd's count goes to history at that moment.
+    s.apply(&[(a, ban("sshd", 2, 2))], &[]).expect("ban");
+    s.apply(&[(a, ban("recidive", 3, 1))], &[])
+        .expect("takeover");
+    assert_eq!(s.ended_counts("sshd", &[a]).expect("ended"), vec![(2, 2)]);
+    assert_eq!(s.history(&[a]).expect("history"), vec![3]);
+    assert_eq!(s.history_in("recidive", &[a]).expect("history"), vec![1]);
+}

@@ -1,0 +1,538 @@
+//! The ban manager's in-memory index of active bans, built to hold a million bans in a few
+//! tens of MiB: one 20-byte [`Slot`] per ban keyed by its [`IpNet`], jail names and port sets
+//! interned to small ids, and the expiry order as a binary heap of (second, address) with lazy
+//! deletion (an entry whose ban changed or went away is skipped when it comes up).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasher, Hasher};
+
+use f2b_common::net::IpNet;
+
+use crate::store::{BanRef, BanRow, StoredBan};
+
+/// A fast keyed hasher for address keys (SipHash costs more than the rest of an index
+/// insert). Seeded per process, so an attacker choosing source addresses cannot aim at one
+/// bucket without knowing the seed.
+#[derive(Clone, Copy)]
+pub struct FastState(u64);
+
+impl Default for FastState {
+    fn default() -> Self {
+        FastState(std::collections::hash_map::RandomState::new().hash_one(0x5f2b_u64))
+    }
+}
+
+impl BuildHasher for FastState {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(self.0)
+    }
+}
+
+pub struct FastHasher(u64);
+
+const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+#[inline]
+fn fold(a: u64, b: u64) -> u64 {
+    let p = (a as u128).wrapping_mul(b as u128);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+impl Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = fold(self.0 ^ w, K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.0 = fold(
+                self.0 ^ u64::from_le_bytes(b) ^ ((rest.len() as u64) << 59),
+                K,
+            );
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.0 = fold(self.0 ^ u64::from(i), K);
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.0 = fold(self.0 ^ u64::from(i), K);
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.0 = fold(self.0 ^ i, K);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.0 = fold(self.0 ^ i as u64, K);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        fold(self.0, K ^ 0x2d35_8dcc_aa6c_78a5)
+    }
+}
+
+pub type FastMap<K, V> = HashMap<K, V, FastState>;
+pub type FastSet<K> = std::collections::HashSet<K, FastState>;
+
+/// Unix seconds in 32 bits (good until 2106); [`PERMANENT`] marks a ban without end.
+pub const PERMANENT: u32 = u32::MAX;
+/// Set in [`Slot::jail`] while start-up reconciliation marks entries the kernel already holds.
+const SEEN: u16 = 0x8000;
+
+fn secs32(s: u64) -> u32 {
+    s.min(u64::from(PERMANENT - 1)) as u32
+}
+
+/// One active ban (20 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub since: u32,
+    /// Unix second of the end, or [`PERMANENT`].
+    pub until: u32,
+    pub ban_count: u32,
+    pub jail_count: u32,
+    /// Interned jail name (index into [`Index::jail_name`]); the top bit is a scratch mark.
+    jail: u16,
+    /// Interned port set (0 = all ports).
+    pub ports: u16,
+}
+
+impl Slot {
+    /// A slot for interned ids (see [`Index::jail_id`], [`Index::ports_id`]).
+    pub fn new(
+        jail: u16,
+        ports: u16,
+        since: u64,
+        until: Option<u64>,
+        ban_count: u32,
+        jail_count: u32,
+    ) -> Slot {
+        Slot {
+            since: secs32(since),
+            until: until.map_or(PERMANENT, secs32),
+            ban_count,
+            jail_count,
+            jail: jail & !SEEN,
+            ports,
+        }
+    }
+
+    pub fn jail(&self) -> u16 {
+        self.jail & !SEEN
+    }
+    pub fn until(&self) -> Option<u64> {
+        (self.until != PERMANENT).then_some(u64::from(self.until))
+    }
+    pub fn set_until(&mut self, until: Option<u64>) {
+        self.until = until.map_or(PERMANENT, secs32);
+    }
+    pub fn set_since(&mut self, since: u64) {
+        self.since = secs32(since);
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub exact_v4: u64,
+    pub exact_v6: u64,
+    pub prefix_v4: u64,
+    pub prefix_v6: u64,
+}
+
+impl Usage {
+    pub fn slot(&mut self, ip: &IpNet) -> &mut u64 {
+        match (ip.is_ipv4(), ip.is_host()) {
+            (true, true) => &mut self.exact_v4,
+            (false, true) => &mut self.exact_v6,
+            (true, false) => &mut self.prefix_v4,
+            (false, false) => &mut self.prefix_v6,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Index {
+    map: FastMap<IpNet, Slot>,
+    jails: Vec<String>,
+    jail_ids: HashMap<String, u16>,
+    /// Active bans per jail id.
+    per_jail: Vec<u64>,
+    port_sets: Vec<Box<[u16]>>,
+    port_ids: HashMap<Box<[u16]>, u16>,
+    expiry: BinaryHeap<Reverse<(u32, IpNet)>>,
+    pub usage: Usage,
+}
+
+impl Index {
+    pub fn new() -> Index {
+        let mut i = Index::default();
+        i.port_sets.push(Box::new([]));
+        i.port_ids.insert(Box::new([]), 0);
+        i
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn reserve(&mut self, n: usize) {
+        self.map.reserve(n);
+    }
+
+    /// The id of jail `name`, interned on first use.
+    pub fn jail_id(&mut self, name: &str) -> u16 {
+        if let Some(id) = self.jail_ids.get(name) {
+            return *id;
+        }
+        // Ids use 15 bits; past that (32k distinct jail names) the last id is shared.
+        let id = (self.jails.len() as u16).min(SEEN - 1);
+        if (id as usize) == self.jails.len() {
+            self.jails.push(name.to_string());
+            self.per_jail.push(0);
+            self.jail_ids.insert(name.to_string(), id);
+        }
+        id
+    }
+
+    /// The id of jail `name` if any ban ever used it.
+    pub fn known_jail(&self, name: &str) -> Option<u16> {
+        self.jail_ids.get(name).copied()
+    }
+
+    pub fn jail_name(&self, id: u16) -> &str {
+        self.jails
+            .get((id & !SEEN) as usize)
+            .map_or("", String::as_str)
+    }
+
+    pub fn banned_in(&self, id: u16) -> u64 {
+        self.per_jail.get(id as usize).copied().unwrap_or(0)
+    }
+
+    /// The id of a port set (empty = all ports), interned on first use.
+    pub fn ports_id(&mut self, ports: &[u16]) -> u16 {
+        if let Some(id) = self.port_ids.get(ports) {
+            return *id;
+        }
+        if self.port_sets.len() > usize::from(u16::MAX) {
+            // 65k distinct port sets do not occur (they come from jail configs and their
+            // unions); widening to all ports keeps the ban rather than dropping it.
+            log::error!("too many distinct port sets: banning {ports:?} on all ports");
+            return 0;
+        }
+        let id = self.port_sets.len() as u16;
+        self.port_sets.push(ports.into());
+        self.port_ids.insert(ports.into(), id);
+        id
+    }
+
+    pub fn ports(&self, id: u16) -> &[u16] {
+        self.port_sets.get(id as usize).map_or(&[], |p| p)
+    }
+
+    pub fn get(&self, ip: &IpNet) -> Option<&Slot> {
+        self.map.get(ip)
+    }
+
+    pub fn contains(&self, ip: &IpNet) -> bool {
+        self.map.contains_key(ip)
+    }
+
+    /// A slot for a ban by `jail` (interned here).
+    pub fn slot(
+        &mut self,
+        jail: &str,
+        since: u64,
+        until: Option<u64>,
+        ports: &[u16],
+        ban_count: u32,
+        jail_count: u32,
+    ) -> Slot {
+        Slot {
+            since: secs32(since),
+            until: until.map_or(PERMANENT, secs32),
+            ban_count,
+            jail_count,
+            jail: self.jail_id(jail),
+            ports: self.ports_id(ports),
+        }
+    }
+
+    pub fn slot_of_row(&mut self, row: &BanRow<'_>) -> Slot {
+        let jail = self.jail_id(row.jail);
+        let ports = if row.nports() == 0 {
+            0
+        } else {
+            let p: Vec<u16> = row.ports().collect();
+            self.ports_id(&p)
+        };
+        Slot {
+            since: secs32(row.since),
+            until: row.until.map_or(PERMANENT, secs32),
+            ban_count: row.ban_count,
+            jail_count: row.jail_count,
+            jail,
+            ports,
+        }
+    }
+
+    /// Inserts or replaces the ban of `ip`; returns the previous one.
+    pub fn insert(&mut self, ip: IpNet, slot: Slot) -> Option<Slot> {
+        let old = self.map.insert(ip, slot);
+        match old {
+            Some(o) => {
+                self.per_jail[o.jail() as usize] -= 1;
+            }
+            None => *self.usage.slot(&ip) += 1,
+        }
+        self.per_jail[slot.jail() as usize] += 1;
+        if slot.until != PERMANENT && old.is_none_or(|o| o.until != slot.until) {
+            self.expiry.push(Reverse((slot.until, ip)));
+            self.maybe_compact();
+        }
+        old
+    }
+
+    pub fn remove(&mut self, ip: &IpNet) -> Option<Slot> {
+        let old = self.map.remove(ip)?;
+        self.per_jail[old.jail() as usize] -= 1;
+        *self.usage.slot(ip) -= 1;
+        Some(old)
+    }
+
+    /// Heap entries of bans that changed or ended are skipped lazily; rebuild when they
+    /// outnumber the live ones, so memory stays proportional to the active bans.
+    fn maybe_compact(&mut self) {
+        if self.expiry.len() > 2 * self.map.len() + 4096 {
+            self.expiry = self
+                .map
+                .iter()
+                .filter(|(_, s)| s.until != PERMANENT)
+                .map(|(ip, s)| Reverse((s.until, *ip)))
+                .collect();
+        }
+    }
+
+    fn live(&self, until: u32, ip: &IpNet) -> bool {
+        self.map.get(ip).is_some_and(|s| s.until == until)
+    }
+
+    /// The earliest expiry. May name a ban that changed since (the caller then wakes early
+    /// and [`Index::take_due`] drops the stale entry).
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.expiry.peek().map(|Reverse((u, _))| u64::from(*u))
+    }
+
+    /// Pops every ban due at `now` (and stale heap entries on the way).
+    pub fn take_due(&mut self, now: u64) -> Vec<IpNet> {
+        let mut due = Vec::new();
+        while let Some(Reverse((u, ip))) = self.expiry.peek().copied() {
+            if !self.live(u, &ip) {
+                self.expiry.pop();
+                continue;
+            }
+            if u64::from(u) > now {
+                break;
+            }
+            self.expiry.pop();
+            due.push(ip);
+        }
+        // The same ban may be in the heap twice (re-banned to the same second).
+        due.sort_unstable();
+        due.dedup();
+        due
+    }
+
+    /// Puts back bans [`Index::take_due`] returned that could not be expired now.
+    pub fn requeue(&mut self, ips: &[IpNet]) {
+        for ip in ips {
+            if let Some(s) = self.map.get(ip)
+                && s.until != PERMANENT
+            {
+                self.expiry.push(Reverse((s.until, *ip)));
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&IpNet, &Slot)> {
+        self.map.iter()
+    }
+
+    /// Marks `ip` as already enforced (start-up reconciliation); returns its slot.
+    pub fn mark_seen(&mut self, ip: &IpNet) -> Option<Slot> {
+        let s = self.map.get_mut(ip)?;
+        s.jail |= SEEN;
+        Some(*s)
+    }
+
+    /// Calls `f` with every entry not marked seen and its ports, and clears the marks.
+    pub fn drain_unseen(&mut self, mut f: impl FnMut(&IpNet, &Slot, &[u16])) {
+        let sets = &self.port_sets;
+        for (ip, s) in self.map.iter_mut() {
+            if s.jail & SEEN != 0 {
+                s.jail &= !SEEN;
+            } else {
+                f(ip, s, sets.get(s.ports as usize).map_or(&[], |p| p));
+            }
+        }
+    }
+
+    /// The row to persist for `slot`, borrowing the interned jail and ports.
+    pub fn row(&self, slot: &Slot) -> BanRef<'_> {
+        BanRef {
+            jail: self.jail_name(slot.jail()),
+            since: u64::from(slot.since),
+            until: slot.until(),
+            ports: self.ports(slot.ports),
+            ban_count: slot.ban_count,
+            jail_count: slot.jail_count,
+        }
+    }
+
+    pub fn stored(&self, slot: &Slot) -> StoredBan {
+        self.row(slot).to_stored()
+    }
+}
+
+impl BanRef<'_> {
+    pub fn to_stored(&self) -> StoredBan {
+        StoredBan {
+            jail: self.jail.to_string(),
+            since: self.since,
+            until: self.until,
+            ports: self.ports.to_vec(),
+            ban_count: self.ban_count,
+            jail_count: self.jail_count,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().expect("test address")
+    }
+
+    #[test]
+    fn slot_is_compact() {
+        assert_eq!(size_of::<Slot>(), 20);
+        assert!(size_of::<(IpNet, Slot)>() <= 40);
+    }
+
+    #[test]
+    fn interning_counts_and_rows() {
+        let mut i = Index::new();
+        let a = net("198.18.0.1");
+        let b = net("fd00:f2b::/64");
+        let s = i.slot("sshd", 100, Some(700), &[22], 2, 1);
+        assert!(i.insert(a, s).is_none());
+        let t = i.slot("manual", 100, None, &[], 1, 1);
+        i.insert(b, t);
+        let s2 = i.slot("sshd", 50, Some(900), &[22], 3, 2);
+        assert_eq!(s2.jail(), s.jail(), "one id per jail name");
+        assert_eq!(s2.ports, s.ports, "one id per port set");
+        assert_eq!(i.insert(a, s2), Some(s));
+        assert_eq!(i.len(), 2);
+        assert_eq!(i.banned_in(s.jail()), 1);
+        assert_eq!(i.usage.exact_v4, 1);
+        assert_eq!(i.usage.prefix_v6, 1);
+        let row = i.row(i.get(&a).expect("a"));
+        assert_eq!(
+            row.to_stored(),
+            StoredBan {
+                jail: "sshd".into(),
+                since: 50,
+                until: Some(900),
+                ports: vec![22],
+                ban_count: 3,
+                jail_count: 2,
+            }
+        );
+        assert_eq!(i.row(i.get(&b).expect("b")).until, None);
+        assert!(i.remove(&a).is_some());
+        assert_eq!(i.banned_in(s.jail()), 0);
+        assert_eq!(i.usage.exact_v4, 0);
+    }
+
+    #[test]
+    fn expiry_skips_changed_and_removed_bans() {
+        let mut i = Index::new();
+        let (a, b, c) = (net("198.18.0.1"), net("198.18.0.2"), net("198.18.0.3"));
+        let s = |i: &mut Index, until| i.slot("x", 0, Some(until), &[], 1, 1);
+        let sa = s(&mut i, 10);
+        i.insert(a, sa);
+        let sb = s(&mut i, 20);
+        i.insert(b, sb);
+        let sc = s(&mut i, 30);
+        i.insert(c, sc);
+        // a extended to 40, b removed: their old heap entries are stale.
+        let sa2 = s(&mut i, 40);
+        i.insert(a, sa2);
+        i.remove(&b);
+        assert_eq!(
+            i.next_expiry(),
+            Some(10),
+            "a stale head may wake the timer early"
+        );
+        assert!(i.take_due(25).is_empty());
+        assert_eq!(
+            i.next_expiry(),
+            Some(30),
+            "stale entries dropped on the way"
+        );
+        assert_eq!(i.take_due(35), vec![c]);
+        i.remove(&c);
+        i.requeue(&[a]);
+        assert_eq!(i.take_due(100), vec![a], "requeued twice, due once");
+        // Permanent bans never enter the heap.
+        let p = i.slot("x", 0, None, &[], 1, 1);
+        i.insert(b, p);
+        assert_eq!(i.next_expiry(), None);
+    }
+
+    #[test]
+    fn reconcile_marks() {
+        let mut i = Index::new();
+        let (a, b) = (net("198.18.0.1"), net("198.18.0.2"));
+        let s = i.slot("x", 0, None, &[], 1, 1);
+        i.insert(a, s);
+        i.insert(b, s);
+        assert_eq!(i.mark_seen(&a).map(|s| s.jail()), Some(s.jail()));
+        let mut unseen = Vec::new();
+        i.drain_unseen(|ip, _, _| unseen.push(*ip));
+        assert_eq!(unseen, vec![b]);
+        assert_eq!(i.get(&a), Some(&s), "marks cleared");
+        let mut again = Vec::new();
+        i.drain_unseen(|ip, _, _| again.push(*ip));
+        assert_eq!(again.len(), 2);
+    }
+
+    #[test]
+    fn hasher_spreads_addresses() {
+        let st = FastState::default();
+        let mut seen = std::collections::HashSet::new();
+        for x in 0..10_000u32 {
+            let ip = IpNet::host(std::net::IpAddr::from(
+                (0xfd00_0f2b_0000_0000_0000_0000_0000_0000u128 | u128::from(x)).to_be_bytes(),
+            ));
+            seen.insert(st.hash_one(ip) >> 50);
+        }
+        // 10k keys into 16k top-bit buckets: a poor hash would collapse them.
+        assert!(seen.len() > 4000, "{}", seen.len());
+    }
+}

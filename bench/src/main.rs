@@ -11,8 +11,12 @@
 //! every traffic loop is bounded in packets and time.
 
 mod f2bprog;
+mod filters;
+mod flood;
 mod frames;
 mod harness;
+mod latency;
+mod loggen;
 mod netns;
 mod peers;
 mod png;
@@ -27,7 +31,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
-use report::{Plot, Table, text};
+use report::{Plot, Table};
 
 /// One section of the run: fills the context's tables, plots, targets and notes.
 type Section = fn(&mut Ctx) -> Result<()>;
@@ -61,14 +65,19 @@ fn main() {
 
 fn real_main() -> Result<()> {
     let mut quick = false;
+    let mut out: Option<PathBuf> = None;
     let mut only: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--only" => only.extend(args.next()),
+            "--out" => out = args.next().map(PathBuf::from),
             "-h" | "--help" => {
-                println!("f2b-bench [--quick] [--only xdp|harness|scale]...");
+                println!(
+                    "f2b-bench [--quick] [--out DIR] [--only xdp|harness|scale|filter|latency|flood]...\n\
+                     --out DIR: write REPORT.md, results.json and the plots to DIR (default: bench/)"
+                );
                 return Ok(());
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -78,7 +87,13 @@ fn real_main() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the bench needs root (BPF, network namespaces, nftables/iptables)");
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = match out {
+        Some(d) => {
+            std::fs::create_dir_all(&d)?;
+            d
+        }
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    };
     let mut ctx = Ctx {
         quick,
         tables: Vec::new(),
@@ -96,7 +111,10 @@ fn real_main() -> Result<()> {
     ));
     peers::ensure_installed(&ctx)?;
     let want = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
-    let sections: [(&str, Section); 3] = [
+    let sections: [(&str, Section); 6] = [
+        ("filter", filters::run),
+        ("latency", latency::run),
+        ("flood", flood::run),
         ("xdp", xdpcost::run),
         ("harness", harness::run),
         ("scale", scale::run),
@@ -115,7 +133,6 @@ fn real_main() -> Result<()> {
             failed.push(name);
         }
     }
-    not_measured(&mut ctx);
     write_outputs(&ctx)?;
     ctx.progress(&format!(
         "wrote {} and {}",
@@ -126,35 +143,6 @@ fn real_main() -> Result<()> {
         bail!("sections failed: {}", failed.join(", "));
     }
     Ok(())
-}
-
-/// Comparisons that need the detection pipeline (log sources, filters, jails fed from logs).
-fn not_measured(ctx: &mut Ctx) {
-    let mut t = Table::new(
-        "not_measured",
-        "Not measured yet: detection not landed",
-        &["comparison (issue 4)", "status", "why"],
-    );
-    let why = "detection not landed: the filter engine (f2b-agent/src/filter) and log \
-               sources (f2b-agent/src/source) are on main, but the agent does not yet wire \
-               sources -> filters -> jails -> bans; these comparisons wait for that wiring";
-    for item in [
-        "2. filter throughput: f2b filter lines/s vs fail2ban-regex vs grep -cE",
-        "3. ban latency: failure line write() -> kernel map entry / first drop, vs fail2ban (pyinotify, polling)",
-        "5. bans/s inserted via a jail under a flood; agent RSS with 1M tracked failing sources",
-        "6. flood: sustained failure lines/s from 1M sources followed on one core",
-    ] {
-        t.row(vec![text(item), text("not measured yet"), text(why)]);
-    }
-    for target in [
-        "filter engine >= 150x fail2ban-regex and >= 1.0x grep -cE",
-        "ban latency p99 <= 1 ms",
-        "agent RSS <= 256 MiB with 1M bans + 1M tracked sources (the tracked-sources half)",
-        "flood >= 1M lines/s followed on one core",
-    ] {
-        ctx.targets.push(json!({"target": target, "value": null, "met": null, "why": "not measured yet: detection not landed"}));
-    }
-    ctx.tables.push(t);
 }
 
 fn write_outputs(ctx: &Ctx) -> Result<()> {

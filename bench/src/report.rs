@@ -109,7 +109,10 @@ pub fn fmt_num(x: f64) -> String {
         return "—".into();
     }
     let a = x.abs();
-    if a >= 1000.0 {
+    if a < 1e15 && x.fract() == 0.0 && a < 1000.0 {
+        // Integers (entry counts, trials) stay integers: "1", not "1.00".
+        format!("{x:.0}")
+    } else if a >= 1000.0 {
         let r = x.round() as i64;
         let s = r.abs().to_string();
         let mut out = String::new();

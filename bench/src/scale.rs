@@ -16,7 +16,7 @@ use crate::netns::{EDGE_IF, NetNs, Topology};
 use crate::report::{Plot, Series, Stat, Table, num, text};
 use crate::sys;
 
-fn bins() -> Result<(PathBuf, PathBuf)> {
+pub(crate) fn bins() -> Result<(PathBuf, PathBuf)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release");
     let a = dir.join("f2b-agent");
     let c = dir.join("f2b-ctl");
@@ -35,15 +35,33 @@ fn addr6(i: u32) -> String {
     format!("fd00:f2b::2:{:x}:{:x}", i >> 16, i & 0xffff)
 }
 
-struct AgentProc {
+pub(crate) struct AgentProc {
     child: Option<Child>,
 }
 
 impl AgentProc {
-    fn spawn(ns: &NetNs, bin: &Path, config: &Path, log: &Path) -> Result<AgentProc> {
+    pub(crate) fn spawn(ns: &NetNs, bin: &Path, config: &Path, log: &Path) -> Result<AgentProc> {
+        Self::spawn_on(ns, bin, config, log, None)
+    }
+
+    /// Like [`AgentProc::spawn`], pinned to `cpu` with taskset when given.
+    pub(crate) fn spawn_on(
+        ns: &NetNs,
+        bin: &Path,
+        config: &Path,
+        log: &Path,
+        cpu: Option<usize>,
+    ) -> Result<AgentProc> {
         let logf = std::fs::File::create(log)?;
-        let child = ns
-            .command(bin)
+        let mut cmd = match cpu {
+            Some(c) => {
+                let mut t = ns.command("taskset");
+                t.args(["-c", &c.to_string()]).arg(bin);
+                t
+            }
+            None => ns.command(bin),
+        };
+        let child = cmd
             .arg("--config")
             .arg(config)
             .stdin(Stdio::null())
@@ -53,7 +71,7 @@ impl AgentProc {
             .context("spawning f2b-agent")?;
         Ok(AgentProc { child: Some(child) })
     }
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, |c| c.id())
     }
     fn wait_exit(&mut self, timeout: Duration) -> Result<()> {
@@ -93,7 +111,7 @@ impl Drop for AgentProc {
     }
 }
 
-fn ctl(ctl: &Path, sock: &Path, args: &[&str]) -> Result<std::process::Output> {
+pub(crate) fn ctl(ctl: &Path, sock: &Path, args: &[&str]) -> Result<std::process::Output> {
     let (sub, rest) = args.split_first().context("no subcommand")?;
     let out = Command::new(ctl)
         .arg(sub)
@@ -105,7 +123,7 @@ fn ctl(ctl: &Path, sock: &Path, args: &[&str]) -> Result<std::process::Output> {
     Ok(out)
 }
 
-fn wait_ping(ctlbin: &Path, sock: &Path, timeout: Duration) -> Result<f64> {
+pub(crate) fn wait_ping(ctlbin: &Path, sock: &Path, timeout: Duration) -> Result<f64> {
     let t0 = Instant::now();
     loop {
         if sock.exists() && ctl(ctlbin, sock, &["ping"])?.status.success() {
@@ -487,7 +505,7 @@ fn opt_f(x: Option<f64>) -> serde_json::Value {
     x.map(num).unwrap_or(serde_json::Value::Null)
 }
 
-struct Unmount(PathBuf);
+pub(crate) struct Unmount(pub(crate) PathBuf);
 
 impl Drop for Unmount {
     fn drop(&mut self) {
@@ -500,12 +518,12 @@ impl Drop for Unmount {
 
 /// fail2ban confined to a temp dir: its own config dir, socket, pid file, sqlite db and log;
 /// started in the foreground as our child and stopped by its PID.
-struct Fail2ban {
+pub(crate) struct Fail2ban {
     child: Option<Child>,
 }
 
 impl Fail2ban {
-    fn start(dir: &Path) -> Result<Fail2ban> {
+    pub(crate) fn start(dir: &Path) -> Result<Fail2ban> {
         let child = Command::new("fail2ban-client")
             .arg("-c")
             .arg(dir.join("conf"))
@@ -522,7 +540,7 @@ impl Fail2ban {
         Ok(Fail2ban { child: Some(child) })
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill on the PID of our own unreaped child.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
@@ -538,7 +556,7 @@ impl Fail2ban {
         }
     }
 
-    fn exited(&mut self) -> bool {
+    pub(crate) fn exited(&mut self) -> bool {
         self.child
             .as_mut()
             .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))

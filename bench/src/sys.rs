@@ -224,6 +224,22 @@ pub fn percpu_sum(map: BorrowedFd<'_>, index: u32) -> Result<u64> {
     Ok(vals.iter().sum())
 }
 
+/// Looks `key` up in a (non-per-CPU) map; true when present (the value lands in `value`).
+pub fn lookup_elem(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+    let mut attr = ElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: key.as_ptr() as u64,
+        value: value.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[repr(C)]
 struct LinkCreateAttr {
     prog_fd: u32,

@@ -48,6 +48,9 @@ enum Cmd {
         /// Reduced set (smaller sizes, one round each), under 5 minutes.
         #[arg(long)]
         quick: bool,
+        /// Write REPORT.md, results.json and the plots to this directory instead of bench/.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
 }
 
@@ -61,7 +64,7 @@ fn main() {
             .and_then(|()| build_release())
             .and_then(|()| demo::run()),
         Cmd::Test => setup::run().and_then(|()| test()),
-        Cmd::Bench { quick } => bench(quick),
+        Cmd::Bench { quick, out } => bench(quick, out.as_deref()),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");
@@ -132,7 +135,7 @@ fn run_agent(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn bench(quick: bool) -> Result<()> {
+fn bench(quick: bool, out: Option<&std::path::Path>) -> Result<()> {
     setup::run()?;
     // The scale section runs the release agent and f2b-ctl binaries.
     build_release()?;
@@ -140,6 +143,11 @@ fn bench(quick: bool) -> Result<()> {
     c.args(["run", "--release", "-p", "f2b-bench", "--"]);
     if quick {
         c.arg("--quick");
+    }
+    if let Some(o) = out {
+        // Relative to where xtask was started, not to the workspace root cargo runs in.
+        let o = std::env::current_dir()?.join(o);
+        c.arg("--out").arg(o);
     }
     println!("==> {}", render(&c));
     run_cmd(&mut c)
@@ -231,6 +239,14 @@ fn test() -> Result<()> {
         .env("F2B_CTL_BIN", debug.join("f2b-ctl"));
     steps.push(Step {
         name: "tests (unit, XDP verdicts, f2b-ctl, namespace integration)",
+        cmd: c,
+    });
+    // Smoke check of the benchmark harness: no thresholds, output kept out of bench/.
+    let mut c = cargo();
+    c.args(["xtask", "bench", "--quick", "--out"])
+        .arg(root.join("target/bench-smoke"));
+    steps.push(Step {
+        name: "bench harness smoke (cargo xtask bench --quick, into target/bench-smoke)",
         cmd: c,
     });
 

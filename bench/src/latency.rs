@@ -1,0 +1,496 @@
+//! Ban latency: from the write() of the failure line that crosses maxretry to the source's
+//! entry in the kernel map (the pinned F2B_BANS_V4 map read with BPF_MAP_LOOKUP_ELEM in a busy
+//! loop) and to the first dropped packet (frames from that source sent through the veth in the
+//! same loop; the XDP drop counter read from the pinned F2B_COUNTERS map). fail2ban
+//! (pyinotify and polling backends, confined to a temp dir) measured from the same write() to
+//! its timestamping ban action.
+
+use std::io::Write as _;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use crate::Ctx;
+use crate::loggen::{failure_line, syslog_now};
+use crate::netns::{EDGE_IF, GEN_IF, Topology};
+use crate::report::{Table, opt, text};
+use crate::scale::{AgentProc, Fail2ban, Unmount, bins, ctl, wait_ping};
+use crate::{frames, sys};
+
+const MAXRETRY: usize = 3;
+
+fn trial_ip(i: usize) -> [u8; 4] {
+    [198, 18, 1 + (i / 200) as u8, 1 + (i % 200) as u8]
+}
+
+fn dotted(a: [u8; 4]) -> String {
+    format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3])
+}
+
+fn wall() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// p-th percentile (nearest rank) of a sample.
+fn pct(xs: &[f64], p: f64) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let i = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    Some(v[i.clamp(1, v.len()) - 1])
+}
+
+/// Lines for `ips`, `n` failures each, stamped now.
+fn lines_for(ips: &[String], n: usize) -> Vec<u8> {
+    let stamp = syslog_now();
+    let mut buf = Vec::new();
+    for (k, ip) in ips.iter().enumerate() {
+        for j in 0..n {
+            failure_line(&mut buf, &stamp, ip, (k * n + j) as u64);
+        }
+    }
+    buf
+}
+
+struct Lat {
+    name: String,
+    trials: usize,
+    to_map: Vec<f64>,
+    to_drop: Vec<f64>,
+    missing: usize,
+}
+
+pub fn run(ctx: &mut Ctx) -> Result<()> {
+    let n = if ctx.quick { 50 } else { 200 };
+    let mut rows = Vec::new();
+    match f2b_latency(ctx, n) {
+        Ok(l) => rows.push(l),
+        Err(e) => {
+            ctx.progress(&format!("latency: f2b failed: {e:#}"));
+            ctx.notes.push((
+                "Ban latency: f2b not measured".into(),
+                format!("```\n{e:#}\n```"),
+            ));
+        }
+    }
+    for backend in ["pyinotify", "polling"] {
+        match fail2ban_latency(ctx, n, backend) {
+            Ok(l) => rows.push(l),
+            Err(e) => {
+                ctx.progress(&format!("latency: fail2ban {backend} failed: {e:#}"));
+                ctx.notes.push((
+                    format!("Ban latency: fail2ban ({backend}) not measured"),
+                    format!("```\n{e:#}\n```"),
+                ));
+            }
+        }
+    }
+    let mut t = Table::new(
+        "ban_latency",
+        "Ban latency: failure line write() to ban enforced",
+        &[
+            "tool",
+            "trials",
+            "to ban p50 ms",
+            "p99 ms",
+            "min ms",
+            "max ms",
+            "to first drop p50 ms",
+            "drop p99 ms",
+            "drop max ms",
+            "ratio f2b/this (p50)",
+            "ratio f2b/this (p99)",
+        ],
+    );
+    t.note = format!(
+        "One distinct IPv4 source per trial; {} earlier failures of every source are written \
+         and counted first, then each trial is one write() of the line that crosses maxretry \
+         ({MAXRETRY}). f2b: time until the pinned F2B_BANS_V4 map holds the source \
+         (BPF_MAP_LOOKUP_ELEM in a busy loop), and until the XDP drop counter rises while the \
+         same loop sends frames from that source through the veth (AF_PACKET in the generator \
+         namespace, one per iteration: the frame is processed in the sender's softirq). \
+         fail2ban: time until its ban action (`date +%s.%N` appended to a file, one shell per \
+         ban) runs; it installs no drop rule, so \"first drop\" is not measured for it (a real \
+         iptables action would add the command's own time). Ratios below 1: f2b is faster.",
+        MAXRETRY - 1
+    );
+    let f2b = rows.iter().find(|r| r.name.starts_with("f2b")).map(|r| {
+        (
+            pct(&r.to_map, 50.0).unwrap_or(f64::NAN),
+            pct(&r.to_map, 99.0).unwrap_or(f64::NAN),
+        )
+    });
+    for r in &rows {
+        let p50 = pct(&r.to_map, 50.0);
+        let p99 = pct(&r.to_map, 99.0);
+        t.row(vec![
+            text(if r.missing > 0 {
+                format!(
+                    "{} ({} of {} not banned in time)",
+                    r.name, r.missing, r.trials
+                )
+            } else {
+                r.name.clone()
+            }),
+            json!(r.trials),
+            opt(p50),
+            opt(p99),
+            opt(r.to_map.iter().copied().reduce(f64::min)),
+            opt(r.to_map.iter().copied().reduce(f64::max)),
+            opt(pct(&r.to_drop, 50.0)),
+            opt(pct(&r.to_drop, 99.0)),
+            opt(r.to_drop.iter().copied().reduce(f64::max)),
+            opt(f2b.zip(p50).map(|(f, p)| f.0 / p)),
+            opt(f2b.zip(p99).map(|(f, p)| f.1 / p)),
+        ]);
+    }
+    ctx.tables.push(t);
+    let p99 = rows
+        .iter()
+        .find(|r| r.name.starts_with("f2b"))
+        .and_then(|r| pct(&r.to_map, 99.0));
+    let drop99 = rows
+        .iter()
+        .find(|r| r.name.starts_with("f2b"))
+        .and_then(|r| pct(&r.to_drop, 99.0));
+    ctx.targets.push(json!({"target": format!("ban latency p99 <= 1 ms (write() to kernel map entry, {n} trials)"), "value": p99, "met": p99.map(|p| p <= 1.0)}));
+    ctx.targets.push(json!({"target": format!("ban latency p99 <= 1 ms (write() to first dropped packet, {n} trials)"), "value": drop99, "met": drop99.map(|p| p <= 1.0)}));
+    Ok(())
+}
+
+fn write_all(path: &Path, buf: &[u8]) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
+    f.write_all(buf)?;
+    Ok(())
+}
+
+fn f2b_latency(ctx: &mut Ctx, n: usize) -> Result<Lat> {
+    let (agent_bin, ctl_bin) = bins()?;
+    ctx.progress(&format!("latency: f2b, {n} trials"));
+    let topo = Topology::create("lat")?;
+    let dir = tempfile::Builder::new()
+        .prefix("f2b-bench-lat-")
+        .tempdir()?;
+    let d = dir.path();
+    let pin = d.join("bpf");
+    f2b_agent::bpffs::ensure_bpffs(&pin)?;
+    let _unmount = Unmount(pin.clone());
+    let sock = d.join("f2b.sock");
+    let log = d.join("auth.log");
+    std::fs::write(&log, "")?;
+    let config = d.join("f2b.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "interfaces: [{EDGE_IF}]\nxdp_mode: auto\ndatabase: {d}/f2b.redb\nsocket: {d}/f2b.sock\n\
+             socket_mode: \"0600\"\ncontrol_group: null\npin_dir: {d}/bpf\n\
+             defaults:\n  bantime: 1h\n  findtime: 1h\n  maxretry: 5\n  ignoreip: [127.0.0.0/8, \"::1\"]\n  ports: all\n\
+             jails:\n  sshd:\n    filter: sshd\n    logpath: [\"{d}/auth.log\"]\n    maxretry: {MAXRETRY}\n",
+            d = d.display()
+        ),
+    )?;
+    let alog = d.join("agent.log");
+    let agent = AgentProc::spawn(&topo.edge, &agent_bin, &config, &alog)?;
+    wait_ping(&ctl_bin, &sock, Duration::from_secs(60))
+        .with_context(|| std::fs::read_to_string(&alog).unwrap_or_default())?;
+    let ips: Vec<[u8; 4]> = (0..n).map(trial_ip).collect();
+    let names: Vec<String> = ips.iter().map(|a| dotted(*a)).collect();
+    write_all(&log, &lines_for(&names, MAXRETRY - 1))?;
+    let want = (n * (MAXRETRY - 1)) as u64;
+    let t0 = Instant::now();
+    loop {
+        let out = ctl(&ctl_bin, &sock, &["status", "sshd", "--json"])?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if v["jails"][0]["failed_total"].as_u64() >= Some(want) {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            bail!(
+                "the agent did not count the {want} earlier failures in 30 s: {v}\n{}",
+                std::fs::read_to_string(&alog).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let bans = sys::obj_get(&pin.join(f2b_common::maps::BANS_V4)).context("pinned bans map")?;
+    let counters =
+        sys::obj_get(&pin.join(f2b_common::maps::COUNTERS)).context("pinned counters map")?;
+    let (_, edge_mac) = topo.edge.link(EDGE_IF)?;
+    let (gen_ifindex, gen_mac) = topo.gen_ns.link(GEN_IF)?;
+    let stamp = syslog_now();
+    let lines: Vec<Vec<u8>> = names
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| {
+            let mut b = Vec::new();
+            failure_line(&mut b, &stamp, ip, 900_000 + i as u64);
+            b
+        })
+        .collect();
+    let frames: Vec<Vec<u8>> = ips
+        .iter()
+        .map(|a| frames::udp_v4(edge_mac, gen_mac, *a, [198, 18, 0, 1]))
+        .collect();
+    let file = std::fs::OpenOptions::new().append(true).open(&log)?;
+    let (bans, counters, file) = (&bans, &counters, &file);
+    let (lines, frames, ips) = (&lines, &frames, &ips);
+    let (to_map, to_drop, missing) = topo.gen_ns.run(move || -> Result<_> {
+        let sock = packet_socket(gen_ifindex)?;
+        let mut to_map = Vec::new();
+        let mut to_drop = Vec::new();
+        let mut missing = 0;
+        let mut val = vec![0u8; size_of::<f2b_common::BanValue>()];
+        for i in 0..ips.len() {
+            let base = sys::percpu_sum(counters.as_fd(), f2b_common::counters::DROP_EXACT_V4)?;
+            let (mut t_map, mut t_drop) = (None, None);
+            let mut iters = 0u64;
+            let t0 = Instant::now();
+            // One write() of the crossing line.
+            // SAFETY: writing a byte buffer we own to an fd we own.
+            let w = unsafe {
+                libc::write(
+                    file.as_raw_fd(),
+                    lines[i].as_ptr() as *const libc::c_void,
+                    lines[i].len(),
+                )
+            };
+            if w != lines[i].len() as isize {
+                bail!("short write to the log");
+            }
+            while t0.elapsed() < Duration::from_secs(2) && iters < 10_000_000 {
+                iters += 1;
+                if t_map.is_none() && sys::lookup_elem(bans.as_fd(), &ips[i], &mut val)? {
+                    t_map = Some(t0.elapsed().as_secs_f64() * 1e3);
+                }
+                // SAFETY: sending a frame we own on our socket.
+                unsafe {
+                    libc::send(
+                        sock.as_raw_fd(),
+                        frames[i].as_ptr() as *const libc::c_void,
+                        frames[i].len(),
+                        0,
+                    )
+                };
+                if t_drop.is_none()
+                    && sys::percpu_sum(counters.as_fd(), f2b_common::counters::DROP_EXACT_V4)?
+                        > base
+                {
+                    t_drop = Some(t0.elapsed().as_secs_f64() * 1e3);
+                }
+                if t_map.is_some() && t_drop.is_some() {
+                    break;
+                }
+            }
+            match (t_map, t_drop) {
+                (Some(m), Some(dr)) => {
+                    to_map.push(m);
+                    to_drop.push(dr);
+                }
+                (Some(m), None) => {
+                    to_map.push(m);
+                    missing += 1;
+                }
+                _ => missing += 1,
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok((to_map, to_drop, missing))
+    })??;
+    drop(agent);
+    drop(topo);
+    ctx.progress(&format!(
+        "  f2b: p50 {:?} ms, p99 {:?} ms to the map; p99 {:?} ms to the first drop",
+        pct(&to_map, 50.0),
+        pct(&to_map, 99.0),
+        pct(&to_drop, 99.0)
+    ));
+    Ok(Lat {
+        name: "f2b (inotify)".into(),
+        trials: n,
+        to_map,
+        to_drop,
+        missing,
+    })
+}
+
+fn packet_socket(ifindex: u32) -> Result<OwnedFd> {
+    // SAFETY: plain socket calls; the fd is wrapped in an OwnedFd right away.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("AF_PACKET socket");
+    }
+    // SAFETY: fd is a fresh socket we own.
+    let sock: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; bind reads only what we pass.
+    unsafe {
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        if libc::bind(
+            fd,
+            &sll as *const _ as *const libc::sockaddr,
+            size_of::<libc::sockaddr_ll>() as u32,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error()).context("bind AF_PACKET");
+        }
+    }
+    Ok(sock)
+}
+
+fn fail2ban_client(d: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new("fail2ban-client")
+        .arg("-c")
+        .arg(d.join("conf"))
+        .arg("-s")
+        .arg(d.join("f2b.sock"))
+        .args(args)
+        .output()
+        .context("fail2ban-client")?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn total_failed(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.split_once("Total failed:"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+}
+
+fn fail2ban_latency(ctx: &mut Ctx, n: usize, backend: &str) -> Result<Lat> {
+    ctx.progress(&format!("latency: fail2ban ({backend}), {n} trials"));
+    let tmp = tempfile::Builder::new()
+        .prefix("f2b-bench-fail2ban-lat-")
+        .tempdir()?;
+    let d = tmp.path();
+    let conf = d.join("conf");
+    std::fs::create_dir_all(conf.join("filter.d"))?;
+    std::fs::create_dir_all(conf.join("action.d"))?;
+    for f in ["sshd.conf", "common.conf"] {
+        std::fs::copy(
+            Path::new("/etc/fail2ban/filter.d").join(f),
+            conf.join("filter.d").join(f),
+        )
+        .with_context(|| format!("copying fail2ban's filter.d/{f}"))?;
+    }
+    let log = d.join("auth.log");
+    std::fs::write(&log, "")?;
+    let stamps = d.join("stamps.txt");
+    std::fs::write(
+        conf.join("fail2ban.conf"),
+        format!(
+            "[Definition]\nloglevel = INFO\nlogtarget = {d}/fail2ban.log\nsocket = {d}/f2b.sock\n\
+             pidfile = {d}/f2b.pid\ndbfile = {d}/fail2ban.sqlite3\ndbpurgeage = 1d\n",
+            d = d.display()
+        ),
+    )?;
+    std::fs::write(
+        conf.join("jail.conf"),
+        format!(
+            "[DEFAULT]\nbantime = 1h\nfindtime = 1h\nmaxretry = {MAXRETRY}\nbackend = {backend}\n\
+             usedns = no\nignoreself = false\nignoreip = 127.0.0.1/8\n\
+             [sshd]\nenabled = true\nfilter = sshd\nlogpath = {}\naction = stamp\n",
+            log.display()
+        ),
+    )?;
+    std::fs::write(
+        conf.join("action.d/stamp.conf"),
+        format!(
+            "[Definition]\nactionstart =\nactionstop =\nactioncheck =\n\
+             actionban = printf '%%s %%s\\n' \"$(date +%%s.%%N)\" <ip> >> {}\nactionunban =\n",
+            stamps.display()
+        ),
+    )?;
+    let mut f = Fail2ban::start(d)?;
+    let t0 = Instant::now();
+    loop {
+        if fail2ban_client(d, &["status", "sshd"]).is_ok() {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(60) || f.exited() {
+            bail!(
+                "fail2ban did not start: {}",
+                std::fs::read_to_string(d.join("stderr.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let names: Vec<String> = (0..n).map(|i| dotted(trial_ip(i))).collect();
+    // Let the backend settle on the file before the first lines.
+    std::thread::sleep(Duration::from_millis(1500));
+    write_all(&log, &lines_for(&names, MAXRETRY - 1))?;
+    let want = (n * (MAXRETRY - 1)) as u64;
+    let t0 = Instant::now();
+    loop {
+        let s = fail2ban_client(d, &["status", "sshd"])?;
+        if total_failed(&s) >= Some(want) {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            bail!("fail2ban did not count the {want} earlier failures in 60 s: {s}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let spacing = Duration::from_millis(if backend == "polling" { 250 } else { 100 });
+    let stamp = syslog_now();
+    let mut written = Vec::new();
+    let file = std::fs::OpenOptions::new().append(true).open(&log)?;
+    for (i, ip) in names.iter().enumerate() {
+        let mut b = Vec::new();
+        failure_line(&mut b, &stamp, ip, 900_000 + i as u64);
+        let t = wall();
+        (&file).write_all(&b)?;
+        written.push(t);
+        std::thread::sleep(spacing);
+    }
+    let t0 = Instant::now();
+    let mut got = std::collections::HashMap::new();
+    while t0.elapsed() < Duration::from_secs(30) {
+        got.clear();
+        for l in std::fs::read_to_string(&stamps).unwrap_or_default().lines() {
+            if let Some((t, ip)) = l.split_once(' ')
+                && let Ok(t) = t.parse::<f64>()
+            {
+                got.insert(ip.to_string(), t);
+            }
+        }
+        if got.len() >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    f.stop();
+    let mut to_map = Vec::new();
+    for (ip, w) in names.iter().zip(&written) {
+        if let Some(t) = got.get(ip) {
+            to_map.push((t - w) * 1e3);
+        }
+    }
+    let missing = n - to_map.len();
+    ctx.progress(&format!(
+        "  fail2ban {backend}: p50 {:?} ms, p99 {:?} ms ({missing} missing)",
+        pct(&to_map, 50.0),
+        pct(&to_map, 99.0)
+    ));
+    Ok(Lat {
+        name: format!(
+            "fail2ban {} ({backend})",
+            crate::peers::version("fail2ban-client", "--version")
+        ),
+        trials: n,
+        to_map,
+        to_drop: Vec::new(),
+        missing,
+    })
+}

@@ -196,11 +196,18 @@ pub fn jitter(prior_bans: u32, inc: &Increment) -> u64 {
 
 impl BanManager {
     pub fn new(cfg: Config, kernel: Kernel, store: Store) -> BanManager {
+        // Size the index for the maps up front (up to 1Mi bans): growing a hash table holds
+        // the old and the new table at once, which at a million bans is the agent's peak.
+        // Untouched buckets cost no resident memory; only the control bytes are written.
+        let cap = kernel.capacity;
+        let want = (u64::from(cap.bans) * 2 + u64::from(cap.prefixes) * 2).min(1 << 20);
+        let mut idx = Index::new();
+        idx.reserve(want as usize);
         BanManager {
             cfg,
             kernel,
             store,
-            idx: Index::new(),
+            idx,
             banned_total: HashMap::new(),
             jail_stats: HashMap::new(),
             self_addrs: host_addresses(),
@@ -305,7 +312,55 @@ impl BanManager {
             Ok(n) => self.idx.reserve(n),
             Err(e) => log::warn!("counting stored bans: {e}"),
         }
-        {
+        // Nothing in the kernel maps (first start, a reboot, `stop --detach`): stream the rows
+        // straight into batch writes on a second thread while this one builds the index, so
+        // enforcement does not wait for the bookkeeping.
+        let mut kernel_empty = true;
+        self.kernel
+            .for_each_ban(|_, _| kernel_empty = false)
+            .map_err(|e| e.to_string())?;
+        let mut streamed_failed = None;
+        if kernel_empty {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(IpNet, BanValue)>>(4);
+            let kernel = &mut self.kernel;
+            let idx = &mut self.idx;
+            let store = &self.store;
+            let read = std::thread::scope(|sc| {
+                let writer = sc.spawn(move || {
+                    let mut failed = Vec::new();
+                    for chunk in rx {
+                        failed.extend(kernel.put_bans_each(&chunk));
+                    }
+                    failed
+                });
+                let mut chunk = Vec::with_capacity(crate::kernel::batch::CHUNK);
+                let read = store.for_each_ban(|ip, row| {
+                    if row.until.is_some_and(|u| u <= now) {
+                        dels.push(ip);
+                        return;
+                    }
+                    let s = idx.slot_of_row(&row);
+                    idx.insert(ip, s);
+                    idx.mark_seen(&ip);
+                    chunk.push((ip, slot_value(idx, &s, &clk)));
+                    if chunk.len() == crate::kernel::batch::CHUNK {
+                        let full = std::mem::replace(
+                            &mut chunk,
+                            Vec::with_capacity(crate::kernel::batch::CHUNK),
+                        );
+                        let _ = tx.send(full);
+                    }
+                });
+                if !chunk.is_empty() {
+                    let _ = tx.send(chunk);
+                }
+                drop(tx);
+                let failed = writer.join().unwrap_or_default();
+                (read, failed)
+            });
+            read.0.map_err(|e| e.to_string())?;
+            streamed_failed = Some(read.1);
+        } else {
             let idx = &mut self.idx;
             self.store
                 .for_each_ban(|ip, row| {
@@ -318,6 +373,10 @@ impl BanManager {
                 })
                 .map_err(|e| e.to_string())?;
         }
+        for (ip, e) in streamed_failed.unwrap_or_default() {
+            log::error!("cannot enforce stored ban {ip}: {e}");
+            r.failed += 1;
+        }
         r.expired = dels.len();
         if !dels.is_empty()
             && let Err(e) = self.kernel.remove_bans(&dels)
@@ -328,7 +387,8 @@ impl BanManager {
         let mut fixes = Vec::new();
         let mut adopt = Vec::new();
         let mut kdels = Vec::new();
-        {
+        // (Skipped when the maps were empty: they hold exactly what was just streamed.)
+        if !kernel_empty {
             let idx = &mut self.idx;
             self.kernel
                 .for_each_ban(|ip, v| match idx.mark_seen(&ip) {

@@ -26,6 +26,10 @@ use crate::store::{BanRef, FilePos, Store, StoredBan};
 pub mod index;
 use index::{FastSet, FastState, Index, Slot, Usage};
 
+/// Bans and unbans of one f2b-ctl request logged one by one; the rest get one summary line
+/// (a 50k-address request would otherwise spend more time logging than banning).
+const LOG_EACH: usize = 16;
+
 /// Jail given to kernel entries found without a database record at start.
 pub const RECOVERED_JAIL: &str = "recovered";
 
@@ -665,6 +669,7 @@ impl BanManager {
         }
         let actions = self.has_command_actions(&jail.name);
         let mut banned = Vec::with_capacity(planned.len());
+        let mut logged = 0usize;
         for ((ip, slot, existed), (v, (_, old))) in
             planned.into_iter().zip(values.iter().zip(&before))
         {
@@ -677,11 +682,22 @@ impl BanManager {
                     });
                     self.emit("ban", &jail_name, &ip.to_string(), &bantime, 0, "");
                 }
-                log::info!(target: "f2b::ban", "[{jail_name}] Ban {ip}");
+                logged += 1;
+                if logged <= LOG_EACH {
+                    log::info!(target: "f2b::ban", "[{jail_name}] Ban {ip}");
+                }
             }
             let counters = old.map_or((0, 0), |_| (v.1.packets, v.1.bytes));
             banned.push(self.info_of(&ip, &slot, jail_name, counters));
             self.idx.insert(ip, slot);
+        }
+        if logged > LOG_EACH {
+            log::info!(
+                target: "f2b::ban",
+                "[{}] Ban of {} more addresses in the same request (not listed one by one)",
+                banned.first().map_or("-", |b| b.jail.as_str()),
+                logged - LOG_EACH
+            );
         }
         Ok(BanResult { banned })
     }
@@ -930,9 +946,14 @@ impl BanManager {
             log::error!("unban: removed from the database but the kernel map refused: {e}");
         }
         let mut unbanned = Vec::with_capacity(targets.len());
-        for ip in targets {
+        let total = targets.len();
+        for (n, ip) in targets.into_iter().enumerate() {
             if let Some(b) = self.idx.remove(&ip) {
-                log::info!(target: "f2b::ban", "[{}] Unban {ip}", self.idx.jail_name(b.jail()));
+                if n < LOG_EACH {
+                    log::info!(target: "f2b::ban", "[{}] Unban {ip}", self.idx.jail_name(b.jail()));
+                } else if n == LOG_EACH {
+                    log::info!(target: "f2b::ban", "Unban of {} more addresses in the same request (not listed one by one)", total - LOG_EACH);
+                }
                 self.emit_unban(&ip, &b);
             }
             unbanned.push(ip.to_string());

@@ -189,11 +189,6 @@ impl Control {
                     .with_manager(move |m| m.ban(&req))
                     .await
                     .and_then(|x| x);
-                if let Ok(b) = &r {
-                    for i in &b.banned {
-                        log::info!("ban {} in jail {} (until {:?})", i.ip, i.jail, i.until);
-                    }
-                }
                 self.bans_changed.notify_one();
                 respond(r)
             }

@@ -155,8 +155,8 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
          read, report). fail2ban-regex ({f2b_ver}): `fail2ban-regex --print-no-missed` with \
          /etc/fail2ban/filter.d/FILTER.conf on the first {subset} lines of the same file (it \
          is slow: ~{subset} lines take seconds); lines/s from its own \"processed in\" time. \
-         grep: `LC_ALL=C grep -cE PATTERN FILE` wall time, {rounds} runs (pattern in \
-         docs/bench.md). Ratios use medians."
+         grep: `LC_ALL=C grep -cE PATTERN FILE` wall time, {rounds} runs (patterns in \
+         bench/src/filters.rs). Ratios use medians."
     );
     let mut counts = Table::new(
         "filter_counts",

@@ -56,7 +56,7 @@ fn topology_passes_traffic_and_cleans_up() -> Result<()> {
         let got = udp_through(&t.attacker, &t.edge, None, ip(EDGE_V6), 9999, 50)?;
         ensure!(got == 50, "UDP v6: {got}/50");
         ensure!(
-            t.add_attacker_addrs(&[ip("10.0.0.1")]).is_err(),
+            t.add_attacker_addrs(&[ip("203.0.113.1")]).is_err(),
             "addresses outside 198.18.0.0/15 are refused"
         );
     }

@@ -54,6 +54,10 @@ pub struct Lpm<const N: usize> {
     pub addr: [u8; N],
 }
 
+// SAFETY: repr(C, packed) and Copy with only integer fields: no padding, every byte pattern
+// is a valid value, as aya's Pod requires for raw map keys.
+unsafe impl<const N: usize> aya::Pod for Lpm<N> {}
+
 impl F2bProg {
     /// Loads the program with exact-ban maps of the agent's default size (1Mi) and prefix maps
     /// of `prefixes` entries (the agent's default is 64Ki).

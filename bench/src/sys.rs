@@ -14,7 +14,6 @@ const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_LINK_CREATE: libc::c_long = 28;
 
 const BPF_PROG_TYPE_XDP: u32 = 6;
@@ -320,28 +319,21 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Inserts `keys[i] -> values[i]` with `BPF_MAP_UPDATE_BATCH`, in chunks of 64K.
-pub fn update_batch<K, V>(map: BorrowedFd<'_>, keys: &[K], values: &[V]) -> Result<()> {
-    assert_eq!(keys.len(), values.len());
-    const CHUNK: usize = 1 << 16;
-    for (k, v) in keys.chunks(CHUNK).zip(values.chunks(CHUNK)) {
-        let mut done = 0;
-        while done < k.len() {
-            let mut attr = BatchAttr {
-                keys: k[done..].as_ptr() as u64,
-                values: v[done..].as_ptr() as u64,
-                count: (k.len() - done) as u32,
-                map_fd: map.as_raw_fd() as u32,
-                ..BatchAttr::default()
-            };
-            bpf(BPF_MAP_UPDATE_BATCH, &mut attr).context("BPF_MAP_UPDATE_BATCH")?;
-            if attr.count == 0 {
-                bail!("BPF_MAP_UPDATE_BATCH made no progress");
-            }
-            done += attr.count as usize;
-        }
-    }
-    Ok(())
+/// Inserts `keys[i] -> values[i]` with `BPF_MAP_UPDATE_BATCH`: the agent's own batch writer
+/// (f2b_agent::kernel::batch), so the bench fills maps the way the agent does.
+pub fn update_batch<K: aya::Pod, V: aya::Pod>(
+    map: BorrowedFd<'_>,
+    keys: &[K],
+    values: &[V],
+) -> Result<()> {
+    f2b_agent::kernel::batch::update(map, keys, values).map_err(|e| {
+        anyhow::anyhow!(
+            "BPF_MAP_UPDATE_BATCH: {} after {} of {} entries",
+            e.error,
+            e.done,
+            keys.len()
+        )
+    })
 }
 
 /// Number of entries of a hash map, by `BPF_MAP_LOOKUP_BATCH` in chunks of 32K.

@@ -1,5 +1,5 @@
 //! Drop path (a): per-packet cost of f2b's XDP program, measured in the kernel with
-//! `BPF_PROG_TEST_RUN` (the logic of f2b-agent/examples/xdp_cost.rs, extended to 1, 10k and 1M
+//! `BPF_PROG_TEST_RUN` (per-packet cost with 1, 10k and 1M
 //! entries per kind). The kernel reports the mean ns per run over `repeat` runs; we take the
 //! median of `rounds` such means.
 

@@ -23,7 +23,7 @@ use serde_json::json;
 use crate::Ctx;
 use crate::f2bprog::F2bProg;
 use crate::frames;
-use crate::netns::{EDGE_IF, GEN_IF, NetNs, Topology};
+use crate::netns::{EDGE_IF, GEN_IF, NetNs, NsExt, Topology};
 use crate::peers::{self, Setup};
 use crate::report::{Stat, Table, num, opt, text};
 use crate::sys;
@@ -216,7 +216,7 @@ impl Flood<'_> {
 }
 
 fn rx_packets(ns: &NetNs) -> Result<u64> {
-    let out = ns.ip(&["-j", "-s", "link", "show", EDGE_IF])?;
+    let out = ns.ip_out(&["-j", "-s", "link", "show", EDGE_IF])?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     v[0]["stats64"]["rx"]["packets"]
         .as_u64()

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::Ctx;
 use crate::loggen::{failure_line, syslog_now};
-use crate::netns::{EDGE_IF, GEN_IF, Topology};
+use crate::netns::{EDGE_IF, GEN_IF, NsExt, Topology};
 use crate::report::{Table, opt, text};
 use crate::scale::{AgentProc, Fail2ban, Unmount, bins, ctl, wait_ping};
 use crate::{frames, sys};

@@ -1,11 +1,9 @@
 //! The bench's world: a generator namespace and an edge namespace joined by a veth pair, as
-//! guards that delete what they created on drop. Kept apart from the integration tests'
-//! helpers (tests/src/netns.rs, which this follows) so that the bench does not break while the
-//! tests change. Only 198.18.0.0/15 and fd00:f2b::/64 are used on the wire.
+//! guards that delete what they created on drop. The namespace guard itself is the
+//! integration tests' (tests/src/netns.rs); the bench's topology differs (a /15 for floods of
+//! many sources, no reverse-path filtering). Only 198.18.0.0/15 and fd00:f2b::/64 are used on
+//! the wire.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 
 use anyhow::{Context, Result, bail};
@@ -29,73 +27,26 @@ pub fn ip(args: &[&str]) -> Result<Output> {
     run_ok(Command::new("ip").args(args))
 }
 
-pub struct NetNs {
-    name: String,
-    file: File,
+/// The integration tests' namespace guard (create, `ip -n`, commands and threads inside,
+/// deleted on drop), plus what only the bench needs from it.
+pub use f2b_integration::netns::NetNs;
+
+pub trait NsExt {
+    /// `ip -n NS ARGS...`, returning its output.
+    fn ip_out(&self, args: &[&str]) -> Result<Output>;
+    /// (ifindex, MAC) of `ifname` in this namespace.
+    fn link(&self, ifname: &str) -> Result<(u32, [u8; 6])>;
 }
 
-impl NetNs {
-    pub fn create(name: &str) -> Result<NetNs> {
-        ip(&["netns", "add", name])?;
-        let path = format!("/run/netns/{name}");
-        match File::open(&path) {
-            Ok(file) => Ok(NetNs {
-                name: name.to_string(),
-                file,
-            }),
-            Err(e) => {
-                let _ = ip(&["netns", "del", name]);
-                Err(e).with_context(|| format!("opening {path}"))
-            }
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn ip(&self, args: &[&str]) -> Result<Output> {
-        let mut all = vec!["-n", self.name.as_str()];
+impl NsExt for NetNs {
+    fn ip_out(&self, args: &[&str]) -> Result<Output> {
+        let mut all = vec!["-n", self.name()];
         all.extend_from_slice(args);
         ip(&all)
     }
 
-    /// A command that runs in this network namespace (same mount namespace as the bench).
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut cmd = Command::new(program);
-        let fd = self.file.as_raw_fd();
-        // SAFETY: setns is async-signal-safe; fd is owned by self, which outlives the spawn.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        cmd
-    }
-
-    /// Runs `f` on a thread that entered this namespace.
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
-        let fd = self.file.as_raw_fd();
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                // SAFETY: fd is a valid namespace fd for the whole scope; setns on a thread
-                // changes only that thread.
-                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-                    return Err(std::io::Error::last_os_error()).context("setns(CLONE_NEWNET)");
-                }
-                Ok(f())
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("thread inside netns panicked"))?
-        })
-    }
-
-    /// (ifindex, MAC) of `ifname` in this namespace.
-    pub fn link(&self, ifname: &str) -> Result<(u32, [u8; 6])> {
-        let out = self.ip(&["-j", "link", "show", ifname])?;
+    fn link(&self, ifname: &str) -> Result<(u32, [u8; 6])> {
+        let out = self.ip_out(&["-j", "link", "show", ifname])?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         let l = &v[0];
         let idx = l["ifindex"].as_u64().context("no ifindex")? as u32;
@@ -105,14 +56,6 @@ impl NetNs {
             *m = u8::from_str_radix(p, 16)?;
         }
         Ok((idx, mac))
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        if let Err(e) = ip(&["netns", "del", &self.name]) {
-            eprintln!("warning: cleanup: {e}");
-        }
     }
 }
 

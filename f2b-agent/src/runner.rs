@@ -28,6 +28,13 @@ const TICK: Duration = Duration::from_millis(200);
 /// stop flag is seen between pieces.
 const BATCH_BYTES: usize = 4 << 20;
 
+fn source_start(s: StartAt) -> source::StartAt {
+    match s {
+        StartAt::Head => source::StartAt::Head,
+        StartAt::Tail => source::StartAt::Tail,
+    }
+}
+
 /// A jail's filter, loaded and checked.
 pub struct Prepared {
     pub jail: JailConfig,
@@ -136,10 +143,7 @@ fn open_files(jail: &JailConfig, shared: &Shared) -> io::Result<(LogSource, Chec
         .positions(&jail.name)
         .map_err(io::Error::other)?;
     let opts = SourceOptions {
-        start_at: match jail.start {
-            StartAt::Head => source::StartAt::Head,
-            StartAt::Tail => source::StartAt::Tail,
-        },
+        start_at: source_start(jail.start),
         max_line: jail.maxlinelen,
         ..SourceOptions::default()
     };
@@ -231,10 +235,7 @@ fn run_journal(p: Prepared, shared: &Shared, stop: &AtomicBool) -> io::Result<()
     let matches = source::journal::parse_matches(&expr).map_err(io::Error::other)?;
     let mut cfg = JournalConfig::new(matches);
     cfg.max_line = jail.maxlinelen;
-    cfg.start_at = match jail.start {
-        StartAt::Head => source::StartAt::Head,
-        StartAt::Tail => source::StartAt::Tail,
-    };
+    cfg.start_at = source_start(jail.start);
     let mut src = JournalSource::new(cfg, cursor);
     let mut fails = FailManager::new(jail.maxretry, jail.findtime, jail.max_tracked);
     log::info!(

@@ -12,7 +12,6 @@ const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_LINK_CREATE: libc::c_long = 28;
 
@@ -20,8 +19,6 @@ const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_XDP_ATTACH_TYPE: u32 = 37;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-/// `BPF_F_TEST_XDP_LIVE_FRAMES`: frames really leave through XDP_REDIRECT/XDP_TX.
-const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 
 pub const XDP_DROP: i32 = 1;
 pub const XDP_PASS: i32 = 2;
@@ -261,49 +258,11 @@ pub fn attach_xdp_native(prog: BorrowedFd<'_>, ifindex: u32) -> Result<OwnedFd> 
     )?))
 }
 
-#[repr(C)]
-struct TestAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    _pad: u32,
-}
-
 /// Runs `prog` over `count` live copies of `frame` (`BPF_F_TEST_XDP_LIVE_FRAMES`): what the
 /// program redirects is really transmitted. Runs on the calling thread's CPU, in its netns.
 pub fn test_run_live(prog: BorrowedFd<'_>, frame: &[u8], count: u32) -> Result<()> {
-    let mut attr = TestAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        retval: 0,
-        data_size_in: frame.len() as u32,
-        data_size_out: 0,
-        data_in: frame.as_ptr() as u64,
-        data_out: 0,
-        repeat: count,
-        duration: 0,
-        ctx_size_in: 0,
-        ctx_size_out: 0,
-        ctx_in: 0,
-        ctx_out: 0,
-        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
-        cpu: 0,
-        batch_size: 0,
-        _pad: 0,
-    };
-    bpf(BPF_PROG_TEST_RUN, &mut attr).context("BPF_PROG_TEST_RUN with live frames")?;
-    Ok(())
+    f2b_agent::testrun::test_run_live(prog, frame, count)
+        .context("BPF_PROG_TEST_RUN with live frames")
 }
 
 #[repr(C)]

@@ -47,6 +47,20 @@ pub struct TestRun {
 /// The frame must be at least an Ethernet header long (14 bytes): the kernel refuses shorter
 /// input for XDP with `EINVAL`.
 pub fn test_run(prog_fd: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> io::Result<TestRun> {
+    run(prog_fd, frame, repeat, 0)
+}
+
+/// `BPF_F_TEST_XDP_LIVE_FRAMES`: frames the program redirects or transmits really leave.
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+
+/// Runs an XDP program over `count` live copies of `frame`: what it redirects (XDP_REDIRECT)
+/// or transmits is really sent, on the calling thread's CPU and in its network namespace.
+/// The benchmark's in-kernel traffic generator.
+pub fn test_run_live(prog_fd: BorrowedFd<'_>, frame: &[u8], count: u32) -> io::Result<()> {
+    run(prog_fd, frame, count, BPF_F_TEST_XDP_LIVE_FRAMES).map(|_| ())
+}
+
+fn run(prog_fd: BorrowedFd<'_>, frame: &[u8], repeat: u32, flags: u32) -> io::Result<TestRun> {
     let data_size_in = u32::try_from(frame.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
     let mut attr = TestAttr {
@@ -54,6 +68,7 @@ pub fn test_run(prog_fd: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> io::Resul
         data_size_in,
         data_in: frame.as_ptr() as u64,
         repeat,
+        flags,
         ..TestAttr::default()
     };
     // SAFETY: attr is a valid, fully initialised bpf_attr prefix of the size we pass; the

@@ -20,7 +20,7 @@ use crate::config::Action;
 use crate::config::{Config, Increment, JailConfig, Ports};
 use crate::jail::{FailStats, Ticket};
 use crate::kernel::Kernel;
-use crate::store::{BanRef, FilePos, Store, StoredBan};
+use crate::store::{BanRef, FilePos, Pending, Store, StoredBan};
 
 #[path = "ban_index.rs"]
 pub mod index;
@@ -816,18 +816,17 @@ impl BanManager {
             }
             planned.retain(|p| !bad.contains(&p.0));
         }
-        let committed = {
-            let rows: Vec<(IpNet, BanRef<'_>)> =
-                planned.iter().map(|p| (p.0, self.idx.row(&p.1))).collect();
-            self.store.commit_refs(&rows, &[], positions, meta)
-        };
-        if let Err(e) = committed {
-            // The bans stay enforced; the next start adopts them from the kernel maps.
-            log::error!(
-                "[{jail_name}] committing {} bans and read positions: {e}",
-                planned.len()
-            );
+        // The commit goes to the store's committer thread: the reader goes on to its next
+        // lines while the disk catches up (the bans are enforced already; if the agent dies
+        // before the commit, the next start adopts them from the kernel maps and rereads the
+        // lines from the last committed position).
+        let mut job = Pending::default();
+        for p in &planned {
+            job.put(&p.0, &self.idx.row(&p.1));
         }
+        job.positions(positions);
+        job.meta(meta);
+        self.store.commit_async(job);
         let actions = self.has_command_actions(jail_name);
         let mut out = Vec::with_capacity(planned.len());
         for (ip, slot, ticket, bantime, counters) in planned {

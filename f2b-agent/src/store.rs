@@ -404,8 +404,204 @@ fn migrate_v1(txn: &redb::WriteTransaction) -> Result<(usize, usize), StoreError
     Ok((nbans, nhist))
 }
 
+/// Writes handed to the background committer ([`Store::commit_async`]): ban rows already
+/// encoded, read positions and metadata rows, owned so the caller goes on at once.
+#[derive(Default)]
+pub struct Pending {
+    keys: Vec<NetKey>,
+    rows: Vec<u8>,
+    ends: Vec<usize>,
+    positions: Vec<(String, String, Option<FilePos>)>,
+    meta: Vec<(String, String)>,
+}
+
+impl Pending {
+    pub fn put(&mut self, ip: &IpNet, ban: &BanRef<'_>) {
+        self.keys.push(net_key(ip));
+        encode_ban(ban, &mut self.rows);
+        self.ends.push(self.rows.len());
+    }
+
+    pub fn positions(&mut self, positions: &[(String, String, Option<FilePos>)]) {
+        self.positions.extend_from_slice(positions);
+    }
+
+    pub fn meta(&mut self, meta: &[(String, String)]) {
+        self.meta.extend_from_slice(meta);
+    }
+
+    pub fn bans(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.positions.is_empty() && self.meta.is_empty()
+    }
+
+    fn rows(&self) -> impl Iterator<Item = (&NetKey, &[u8])> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        self.keys
+            .iter()
+            .zip(starts.zip(self.ends.iter().copied()))
+            .map(|(k, (a, b))| (k, &self.rows[a..b]))
+    }
+}
+
+/// Most batches waiting for the committer; a reader that gets further ahead waits.
+const MAX_PENDING: usize = 16;
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Pending>,
+    /// Jobs handed over so far, and jobs whose transaction has ended (committed or failed).
+    queued: u64,
+    done: u64,
+    stop: bool,
+}
+
+/// The background committer's shared state.
+#[derive(Default)]
+struct Committer {
+    queue: std::sync::Mutex<Queue>,
+    cond: std::sync::Condvar,
+}
+
+impl Committer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait<'a>(&self, g: std::sync::MutexGuard<'a, Queue>) -> std::sync::MutexGuard<'a, Queue> {
+        self.cond.wait(g).unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The committer thread: takes every waiting job, writes them in one durable
+    /// transaction, in the order they were handed over; on stop, drains the queue first.
+    fn run(&self, db: &Database) {
+        loop {
+            let mut g = self.lock();
+            while g.jobs.is_empty() && !g.stop {
+                g = self.wait(g);
+            }
+            if g.jobs.is_empty() {
+                return;
+            }
+            let jobs = std::mem::take(&mut g.jobs);
+            let upto = g.queued;
+            drop(g);
+            self.cond.notify_all();
+            let bans: usize = jobs.iter().map(Pending::bans).sum();
+            if let Err(e) = write_txn(db, &jobs, &[]) {
+                // The bans stay enforced in the kernel; the next start adopts them from there.
+                log::error!("database: committing {bans} bans and read positions: {e}");
+            }
+            self.lock().done = upto;
+            self.cond.notify_all();
+        }
+    }
+}
+
 pub struct Store {
-    db: Database,
+    db: std::sync::Arc<Database>,
+    committer: std::sync::Arc<Committer>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Store {
+    /// Waits for the committer to write what it was handed.
+    fn drop(&mut self) {
+        self.committer.lock().stop = true;
+        self.committer.cond.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One write transaction: the jobs' positions, metadata and ban rows in order, then `dels`
+/// (whose counts go to the history, as do those of a ban taken over by another jail).
+fn write_txn(db: &Database, jobs: &[Pending], dels: &[IpNet]) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(|e| db_err("begin", e))?;
+    if jobs.iter().any(|j| !j.meta.is_empty()) {
+        let mut t = txn.open_table(META).map_err(|e| db_err("open meta", e))?;
+        for (k, v) in jobs.iter().flat_map(|j| &j.meta) {
+            t.insert(k.as_str(), v.as_str())
+                .map_err(|e| db_err("write meta", e))?;
+        }
+    }
+    if jobs.iter().any(|j| !j.positions.is_empty()) {
+        let mut t = txn
+            .open_table(POSITIONS)
+            .map_err(|e| db_err("open positions", e))?;
+        for (jail, path, pos) in jobs.iter().flat_map(|j| &j.positions) {
+            let key = pos_key(jail, path);
+            match pos {
+                Some(p) => {
+                    let v = serde_json::to_vec(p).map_err(|e| db_err("encode position", e))?;
+                    t.insert(key.as_str(), v.as_slice())
+                        .map_err(|e| db_err("write position", e))?;
+                }
+                None => {
+                    t.remove(key.as_str())
+                        .map_err(|e| db_err("delete position", e))?;
+                }
+            }
+        }
+    }
+    let mut ended = Vec::new();
+    if jobs.iter().any(|j| !j.keys.is_empty()) || !dels.is_empty() {
+        let mut bans = txn.open_table(BANS).map_err(|e| db_err("open bans", e))?;
+        for (key, row) in jobs.iter().flat_map(Pending::rows) {
+            let old = bans
+                .insert(key.as_bytes(), row)
+                .map_err(|e| db_err("write ban", e))?;
+            // A ban taken over by another jail ends for its old jail: keep its counts.
+            if let Some(old) = old
+                && let Some(o) = decode_ban(old.value())
+                && decode_ban(row).is_some_and(|n| n.jail != o.jail)
+                && let Some(ip) = decode_net_key(key.as_bytes())
+            {
+                ended.push(Ended {
+                    ip,
+                    jail: o.jail.to_string(),
+                    ban_count: o.ban_count,
+                    jail_count: o.jail_count,
+                });
+            }
+        }
+        for ip in dels {
+            let old = bans
+                .remove(net_key(ip).as_bytes())
+                .map_err(|e| db_err("delete ban", e))?;
+            if let Some(old) = old
+                && let Some(o) = decode_ban(old.value())
+            {
+                ended.push(Ended {
+                    ip: *ip,
+                    jail: o.jail.to_string(),
+                    ban_count: o.ban_count,
+                    jail_count: o.jail_count,
+                });
+            }
+        }
+    }
+    if !ended.is_empty() {
+        let mut hist = txn
+            .open_table(HISTORY)
+            .map_err(|e| db_err("open history", e))?;
+        for e in ended {
+            let key = net_key(&e.ip);
+            let mut h = hist
+                .get(key.as_bytes())
+                .map_err(|e| db_err("read history", e))?
+                .map(|g| HistRow::decode(g.value()))
+                .unwrap_or_default();
+            h.record(&e.jail, e.ban_count, e.jail_count);
+            hist.insert(key.as_bytes(), h.encode().as_slice())
+                .map_err(|e| db_err("write history", e))?;
+        }
+    }
+    txn.commit().map_err(|e| db_err("commit", e))
 }
 
 impl Store {
@@ -420,7 +616,20 @@ impl Store {
                 path: path.display().to_string(),
                 source,
             })?;
-        let store = Store { db };
+        let db = std::sync::Arc::new(db);
+        let committer = std::sync::Arc::new(Committer::default());
+        let thread = {
+            let (db, c) = (db.clone(), committer.clone());
+            std::thread::Builder::new()
+                .name("store-commit".into())
+                .spawn(move || c.run(&db))
+                .map_err(|e| db_err("start committer", e))?
+        };
+        let store = Store {
+            db,
+            committer,
+            thread: Some(thread),
+        };
         store.init()?;
         Ok(store)
     }
@@ -464,6 +673,7 @@ impl Store {
     /// Number of ban rows (to size the index before a restore).
     pub fn ban_rows(&self) -> Result<usize, StoreError> {
         use redb::ReadableTableMetadata;
+        self.barrier();
         let txn = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
         let table = txn.open_table(BANS).map_err(|e| db_err("open bans", e))?;
         Ok(table.len().map_err(|e| db_err("count bans", e))? as usize)
@@ -479,6 +689,7 @@ impl Store {
     /// Calls `f` for every persisted ban, decoded in place (nothing kept in between, no
     /// allocation per row). Rows that do not decode are reported and skipped.
     pub fn for_each_ban(&self, mut f: impl FnMut(IpNet, BanRow<'_>)) -> Result<(), StoreError> {
+        self.barrier();
         let txn = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
         let table = txn.open_table(BANS).map_err(|e| db_err("open bans", e))?;
         for row in table.iter().map_err(|e| db_err("iterate bans", e))? {
@@ -521,6 +732,9 @@ impl Store {
         ips: &[IpNet],
         with_active: bool,
     ) -> Result<Vec<(u32, u32)>, StoreError> {
+        if with_active {
+            self.barrier();
+        }
         let txn = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
         let hist = txn
             .open_table(HISTORY)
@@ -567,6 +781,7 @@ impl Store {
 
     /// Read positions saved for a jail: (path, position).
     pub fn positions(&self, jail: &str) -> Result<Vec<(String, FilePos)>, StoreError> {
+        self.barrier();
         let txn = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
         let table = txn
             .open_table(POSITIONS)
@@ -608,93 +823,49 @@ impl Store {
         positions: &[(String, String, Option<FilePos>)],
         meta: &[(String, String)],
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| db_err("begin", e))?;
-        if !meta.is_empty() {
-            let mut t = txn.open_table(META).map_err(|e| db_err("open meta", e))?;
-            for (k, v) in meta {
-                t.insert(k.as_str(), v.as_str())
-                    .map_err(|e| db_err("write meta", e))?;
-            }
+        let mut job = Pending::default();
+        for (ip, ban) in puts {
+            job.put(ip, ban);
         }
-        if !positions.is_empty() {
-            let mut t = txn
-                .open_table(POSITIONS)
-                .map_err(|e| db_err("open positions", e))?;
-            for (jail, path, pos) in positions {
-                let key = pos_key(jail, path);
-                match pos {
-                    Some(p) => {
-                        let v = serde_json::to_vec(p).map_err(|e| db_err("encode position", e))?;
-                        t.insert(key.as_str(), v.as_slice())
-                            .map_err(|e| db_err("write position", e))?;
-                    }
-                    None => {
-                        t.remove(key.as_str())
-                            .map_err(|e| db_err("delete position", e))?;
-                    }
-                }
-            }
+        job.positions(positions);
+        job.meta(meta);
+        self.barrier();
+        write_txn(&self.db, std::slice::from_ref(&job), dels)
+    }
+
+    /// Hands a jail batch's writes to the background committer and returns at once (the
+    /// caller has enforced the bans in the kernel already). Batches are written in the order
+    /// they were handed over, several in one transaction when they queue up; every other
+    /// write, and every read that could see them, waits for them first ([`Store::barrier`]).
+    /// A reader more than [`MAX_PENDING`] batches ahead of the disk waits here.
+    pub fn commit_async(&self, job: Pending) {
+        if job.is_empty() {
+            return;
         }
-        let mut ended = Vec::new();
-        if !puts.is_empty() || !dels.is_empty() {
-            let mut bans = txn.open_table(BANS).map_err(|e| db_err("open bans", e))?;
-            let mut row = Vec::with_capacity(64);
-            for (ip, ban) in puts {
-                let key = net_key(ip);
-                row.clear();
-                encode_ban(ban, &mut row);
-                let old = bans
-                    .insert(key.as_bytes(), row.as_slice())
-                    .map_err(|e| db_err("write ban", e))?;
-                // A ban taken over by another jail ends for its old jail: keep its counts.
-                if let Some(old) = old
-                    && let Some(o) = decode_ban(old.value())
-                    && o.jail != ban.jail
-                {
-                    ended.push(Ended {
-                        ip: *ip,
-                        jail: o.jail.to_string(),
-                        ban_count: o.ban_count,
-                        jail_count: o.jail_count,
-                    });
-                }
-            }
-            for ip in dels {
-                let old = bans
-                    .remove(net_key(ip).as_bytes())
-                    .map_err(|e| db_err("delete ban", e))?;
-                if let Some(old) = old
-                    && let Some(o) = decode_ban(old.value())
-                {
-                    ended.push(Ended {
-                        ip: *ip,
-                        jail: o.jail.to_string(),
-                        ban_count: o.ban_count,
-                        jail_count: o.jail_count,
-                    });
-                }
-            }
+        let c = &self.committer;
+        let mut g = c.lock();
+        while g.jobs.len() >= MAX_PENDING && !g.stop {
+            g = c.wait(g);
         }
-        if !ended.is_empty() {
-            let mut hist = txn
-                .open_table(HISTORY)
-                .map_err(|e| db_err("open history", e))?;
-            for e in ended {
-                let key = net_key(&e.ip);
-                let mut h = hist
-                    .get(key.as_bytes())
-                    .map_err(|e| db_err("read history", e))?
-                    .map(|g| HistRow::decode(g.value()))
-                    .unwrap_or_default();
-                h.record(&e.jail, e.ban_count, e.jail_count);
-                hist.insert(key.as_bytes(), h.encode().as_slice())
-                    .map_err(|e| db_err("write history", e))?;
-            }
+        g.jobs.push(job);
+        g.queued += 1;
+        drop(g);
+        c.cond.notify_all();
+    }
+
+    /// Waits until every batch handed to [`Store::commit_async`] so far has been written
+    /// (or has failed and been reported).
+    pub fn barrier(&self) {
+        let c = &self.committer;
+        let mut g = c.lock();
+        let target = g.queued;
+        while g.done < target {
+            g = c.wait(g);
         }
-        txn.commit().map_err(|e| db_err("commit", e))
     }
 
     pub fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.barrier();
         let txn = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
         let table = txn.open_table(META).map_err(|e| db_err("open meta", e))?;
         Ok(table
@@ -704,6 +875,7 @@ impl Store {
     }
 
     pub fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.barrier();
         let txn = self.db.begin_write().map_err(|e| db_err("begin", e))?;
         {
             let mut t = txn.open_table(META).map_err(|e| db_err("open meta", e))?;
@@ -755,6 +927,64 @@ mod tests {
             s.meta_get("iface:veth0").unwrap().as_deref(),
             Some("native")
         );
+    }
+
+    #[test]
+    fn async_commits_keep_their_order_and_are_written_before_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f2b.redb");
+        let a: IpNet = "198.18.0.7".parse().unwrap();
+        let b: IpNet = "fd00:f2b::9".parse().unwrap();
+        let pos = FilePos {
+            dev: 1,
+            ino: 2,
+            fingerprint: 3,
+            fingerprint_len: 64,
+            offset: 0,
+        };
+        {
+            let s = Store::open(&path).unwrap();
+            // Many batches in a row: later positions win, every ban row arrives.
+            for i in 0..200u64 {
+                let mut job = Pending::default();
+                let ip = IpNet::host(std::net::Ipv4Addr::from(0xc613_0000 + i as u32).into());
+                job.put(&ip, &ban("sshd", None, 1).as_ref());
+                job.positions(&[(
+                    "sshd".into(),
+                    "auth.log".into(),
+                    Some(FilePos { offset: i, ..pos }),
+                )]);
+                s.commit_async(job);
+            }
+            // A synchronous write after them sees them: the unban of `a` is not undone by
+            // the batch that banned it, and its count goes to the history.
+            let mut job = Pending::default();
+            job.put(&a, &ban("sshd", None, 2).as_ref());
+            s.commit_async(job);
+            s.apply(&[], &[a]).unwrap();
+            // A read waits for what was handed over before it.
+            let mut job = Pending::default();
+            job.put(&b, &ban("recidive", None, 4).as_ref());
+            s.commit_async(job);
+            assert_eq!(s.history(&[b]).unwrap(), vec![4]);
+            // The last batch is still queued when the store is dropped.
+            let mut job = Pending::default();
+            job.positions(&[(
+                "sshd".into(),
+                "auth.log".into(),
+                Some(FilePos {
+                    offset: 9999,
+                    ..pos
+                }),
+            )]);
+            s.commit_async(job);
+        }
+        let s = Store::open(&path).unwrap();
+        let bans = s.load_bans().unwrap();
+        assert_eq!(bans.len(), 201, "200 batch bans + b, a unbanned");
+        assert!(bans.iter().all(|(ip, _)| *ip != a));
+        assert_eq!(s.history(&[a]).unwrap(), vec![2]);
+        assert_eq!(s.positions("sshd").unwrap()[0].1.offset, 9999);
     }
 
     #[test]

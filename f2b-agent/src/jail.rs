@@ -4,80 +4,65 @@
 //! least recently is evicted first, so a flood of spoofed sources cannot exhaust memory.
 //! Plain synchronous code: it runs on the jail's reader thread, in the per-line path.
 
-use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
+
+use hashbrown::HashTable;
 
 /// foldhash rather than std's SipHash: several times cheaper per lookup on a 17-byte key,
 /// and still seeded per process, which matters here because the keys are chosen by
 /// attackers (spoofed sources): an unkeyed hash such as FxHash would let them aim at one
-/// bucket chain. Already in the tree (hashbrown uses it).
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// bucket chain.
+type Hasher = foldhash::fast::RandomState;
 
-/// Failure times kept inline up to this many (maxretry defaults to 5), so tracking an
-/// address costs no allocation of its own; larger maxretry spills to the heap.
-const INLINE: usize = 6;
+/// Failure times kept inline in a tracked address's slot (maxretry defaults to 5, and at
+/// most maxretry - 1 times wait for the next failure); more spill to a side vector.
+const INLINE: usize = 4;
 
-/// The failure times of one address within findtime, oldest first.
-#[derive(Debug)]
-enum Times {
-    Inline { len: u8, t: [i64; INLINE] },
-    Heap(Vec<i64>),
+/// "No slot": the end of the LRU list, or no spilled times.
+const NIL: u32 = u32::MAX;
+
+/// One tracked address, 48 bytes: the address, its failure times within findtime (Unix
+/// seconds, oldest first), and its place in the least-recently-seen list.
+#[derive(Clone, Copy)]
+struct Slot {
+    addr: [u8; 16],
+    times: [u32; INLINE],
+    /// Neighbours in the LRU list (towards the most and the least recently seen).
+    newer: u32,
+    older: u32,
+    /// Index into `FailManager::spilled` when the times outgrew `times`, else NIL.
+    spill: u32,
+    len: u16,
+    v6: bool,
 }
 
-impl Times {
-    fn new() -> Times {
-        Times::Inline {
-            len: 0,
-            t: [0; INLINE],
+impl Slot {
+    #[cfg(test)]
+    fn ip(&self) -> IpAddr {
+        if self.v6 {
+            IpAddr::from(self.addr)
+        } else {
+            IpAddr::from([self.addr[0], self.addr[1], self.addr[2], self.addr[3]])
         }
     }
+}
 
-    fn as_slice(&self) -> &[i64] {
-        match self {
-            Times::Inline { len, t } => &t[..usize::from(*len)],
-            Times::Heap(v) => v,
+fn key(ip: &IpAddr) -> ([u8; 16], bool) {
+    match ip {
+        IpAddr::V4(a) => {
+            let mut k = [0; 16];
+            k[..4].copy_from_slice(&a.octets());
+            (k, false)
         }
+        IpAddr::V6(a) => (a.octets(), true),
     }
+}
 
-    /// Inserts keeping the order (lines may arrive slightly out of order).
-    fn insert(&mut self, time: i64) {
-        let pos = self
-            .as_slice()
-            .iter()
-            .rposition(|t| *t <= time)
-            .map_or(0, |p| p + 1);
-        match self {
-            Times::Inline { len, t } if usize::from(*len) < INLINE => {
-                let n = usize::from(*len);
-                t.copy_within(pos..n, pos + 1);
-                t[pos] = time;
-                *len += 1;
-            }
-            Times::Inline { len, t } => {
-                let mut v = t[..usize::from(*len)].to_vec();
-                v.insert(pos, time);
-                *self = Times::Heap(v);
-            }
-            Times::Heap(v) => v.insert(pos, time),
-        }
-    }
-
-    /// Drops the `k` oldest.
-    fn drop_front(&mut self, k: usize) {
-        if k == 0 {
-            return;
-        }
-        match self {
-            Times::Inline { len, t } => {
-                let n = usize::from(*len);
-                t.copy_within(k..n, 0);
-                *len = (n - k) as u8;
-            }
-            Times::Heap(v) => {
-                v.drain(..k);
-            }
-        }
-    }
+/// A log line's time as stored: Unix seconds in a u32 (up to 2106; earlier than 1970 is
+/// older than any findtime anyway).
+fn secs(t: i64) -> u32 {
+    t.clamp(0, i64::from(u32::MAX)) as u32
 }
 
 /// A ban decision: `failures` failures of `ip`, the last at `time` (Unix seconds).
@@ -90,14 +75,6 @@ pub struct Ticket {
     pub user: Option<String>,
 }
 
-#[derive(Debug)]
-struct Entry {
-    /// Failure times within findtime, oldest first (at most maxretry are kept).
-    times: Times,
-    /// Recency stamp, matched against the LRU queue.
-    seq: u64,
-}
-
 /// Counters shown by `f2b-ctl status`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct FailStats {
@@ -107,14 +84,25 @@ pub struct FailStats {
     pub too_old: u64,
 }
 
+/// Tracked addresses live in a slab of fixed 48-byte slots linked into a least-recently-seen
+/// list by index, found through a hash table of slot indices (4 bytes a bucket): about 60
+/// bytes an address, so a million failing sources cost ~60 MiB, and touching or evicting
+/// one is O(1) with no allocation.
 pub struct FailManager {
     maxretry: u32,
     findtime: i64,
     max_tracked: usize,
-    entries: Map<IpAddr, Entry>,
-    /// (seq, ip) in touch order; stale pairs (seq no longer current) are skipped lazily.
-    lru: VecDeque<(u64, IpAddr)>,
-    seq: u64,
+    hasher: Hasher,
+    table: HashTable<u32>,
+    slots: Vec<Slot>,
+    /// Freed slots, chained through `older`.
+    free: u32,
+    /// Most and least recently seen.
+    newest: u32,
+    oldest: u32,
+    /// Times of addresses with more than INLINE of them (large maxretry), and free ones.
+    spilled: Vec<Vec<u32>>,
+    spill_free: Vec<u32>,
     stats: FailStats,
 }
 
@@ -123,10 +111,15 @@ impl FailManager {
         FailManager {
             maxretry: maxretry.max(1),
             findtime: findtime_secs as i64,
-            max_tracked: max_tracked.max(1),
-            entries: Map::default(),
-            lru: VecDeque::new(),
-            seq: 0,
+            max_tracked: max_tracked.clamp(1, NIL as usize - 1),
+            hasher: Hasher::default(),
+            table: HashTable::new(),
+            slots: Vec::new(),
+            free: NIL,
+            newest: NIL,
+            oldest: NIL,
+            spilled: Vec::new(),
+            spill_free: Vec::new(),
             stats: FailStats::default(),
         }
     }
@@ -135,17 +128,30 @@ impl FailManager {
     pub fn set_limits(&mut self, maxretry: u32, findtime_secs: u64, max_tracked: usize) {
         self.maxretry = maxretry.max(1);
         self.findtime = findtime_secs as i64;
-        self.max_tracked = max_tracked.max(1);
-        while self.entries.len() > self.max_tracked {
+        self.max_tracked = max_tracked.clamp(1, NIL as usize - 1);
+        while self.table.len() > self.max_tracked {
             self.evict_one();
         }
     }
 
     pub fn stats(&self) -> FailStats {
         FailStats {
-            failing_now: self.entries.len() as u64,
+            failing_now: self.table.len() as u64,
             ..self.stats
         }
+    }
+
+    fn find(&self, k: &([u8; 16], bool)) -> (u64, Option<u32>) {
+        let h = self.hasher.hash_one(k);
+        let slots = &self.slots;
+        let i = self
+            .table
+            .find(h, |&i| {
+                let s = &slots[i as usize];
+                s.addr == k.0 && s.v6 == k.1
+            })
+            .copied();
+        (h, i)
     }
 
     /// Records a failure of `ip` at `time` (the log line's time) as read at `now`.
@@ -164,28 +170,24 @@ impl FailManager {
             return None;
         }
         self.stats.failed_total += 1;
-        self.seq += 1;
-        let seq = self.seq;
-        if self.entries.len() >= self.max_tracked && !self.entries.contains_key(&ip) {
-            self.evict_one();
-        }
-        let e = self.entries.entry(ip).or_insert_with(|| Entry {
-            times: Times::new(),
-            seq,
-        });
-        e.seq = seq;
-        e.times.insert(time);
-        let ts = e.times.as_slice();
-        let newest = ts.last().copied().unwrap_or(time);
-        let stale = ts
-            .iter()
-            .take_while(|t| **t <= newest - self.findtime)
-            .count();
-        let over = (ts.len() - stale).saturating_sub(self.maxretry as usize);
-        e.times.drop_front(stale + over);
-        let n = e.times.as_slice().len() as u32;
+        let k = key(&ip);
+        let (h, found) = self.find(&k);
+        let i = match found {
+            Some(i) => {
+                self.unlink(i);
+                i
+            }
+            None => {
+                if self.table.len() >= self.max_tracked {
+                    self.evict_one();
+                }
+                self.alloc(h, k)
+            }
+        };
+        self.push_newest(i);
+        let n = self.insert_time(i, secs(time));
         if n >= self.maxretry {
-            self.entries.remove(&ip);
+            self.remove(i);
             return Some(Ticket {
                 ip,
                 failures: n,
@@ -193,37 +195,163 @@ impl FailManager {
                 user: user.map(str::to_string),
             });
         }
-        self.lru.push_back((seq, ip));
-        if self.lru.len() > 2 * self.entries.len() + 64 {
-            self.compact();
-        }
         None
+    }
+
+    /// Adds `t` to slot `i`'s times in order (lines may arrive slightly out of order), drops
+    /// those older than findtime before the newest and those beyond maxretry; returns how
+    /// many remain.
+    fn insert_time(&mut self, i: u32, t: u32) -> u32 {
+        let (findtime, maxretry) = (self.findtime, self.maxretry as usize);
+        let s = &mut self.slots[i as usize];
+        if s.spill == NIL && usize::from(s.len) == INLINE {
+            let v = match self.spill_free.pop() {
+                Some(j) => j,
+                None => {
+                    self.spilled.push(Vec::new());
+                    (self.spilled.len() - 1) as u32
+                }
+            };
+            self.spilled[v as usize].extend_from_slice(&s.times);
+            s.spill = v;
+        }
+        let keep = |ts: &[u32]| -> usize {
+            let newest = i64::from(ts.last().copied().unwrap_or(0));
+            let stale = ts
+                .iter()
+                .take_while(|x| i64::from(**x) <= newest - findtime)
+                .count();
+            stale + (ts.len() - stale).saturating_sub(maxretry)
+        };
+        if s.spill == NIL {
+            let n = usize::from(s.len);
+            let pos = s.times[..n]
+                .iter()
+                .rposition(|x| *x <= t)
+                .map_or(0, |p| p + 1);
+            s.times.copy_within(pos..n, pos + 1);
+            s.times[pos] = t;
+            let drop = keep(&s.times[..=n]);
+            s.times.copy_within(drop..=n, 0);
+            s.len = (n + 1 - drop) as u16;
+            u32::from(s.len)
+        } else {
+            let v = &mut self.spilled[s.spill as usize];
+            let pos = v.iter().rposition(|x| *x <= t).map_or(0, |p| p + 1);
+            v.insert(pos, t);
+            let drop = keep(v);
+            v.drain(..drop);
+            s.len = v.len().min(usize::from(u16::MAX)) as u16;
+            v.len() as u32
+        }
+    }
+
+    fn alloc(&mut self, h: u64, k: ([u8; 16], bool)) -> u32 {
+        let slot = Slot {
+            addr: k.0,
+            times: [0; INLINE],
+            newer: NIL,
+            older: NIL,
+            spill: NIL,
+            len: 0,
+            v6: k.1,
+        };
+        let i = if self.free != NIL {
+            let i = self.free;
+            self.free = self.slots[i as usize].older;
+            self.slots[i as usize] = slot;
+            i
+        } else {
+            self.slots.push(slot);
+            (self.slots.len() - 1) as u32
+        };
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.table.insert_unique(h, i, |&j| {
+            let s = &slots[j as usize];
+            hasher.hash_one((s.addr, s.v6))
+        });
+        i
+    }
+
+    /// Drops slot `i` from the table, the LRU list and its spilled times.
+    fn remove(&mut self, i: u32) {
+        let s = self.slots[i as usize];
+        let h = self.hasher.hash_one((s.addr, s.v6));
+        if let Ok(e) = self.table.find_entry(h, |&j| j == i) {
+            e.remove();
+        }
+        self.unlink(i);
+        if s.spill != NIL {
+            let v = &mut self.spilled[s.spill as usize];
+            v.clear();
+            v.shrink_to(INLINE * 4);
+            self.spill_free.push(s.spill);
+        }
+        let slot = &mut self.slots[i as usize];
+        slot.spill = NIL;
+        slot.older = self.free;
+        self.free = i;
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (newer, older) = {
+            let s = &self.slots[i as usize];
+            (s.newer, s.older)
+        };
+        match newer {
+            NIL if self.newest == i => self.newest = older,
+            NIL => {}
+            n => self.slots[n as usize].older = older,
+        }
+        match older {
+            NIL if self.oldest == i => self.oldest = newer,
+            NIL => {}
+            o => self.slots[o as usize].newer = newer,
+        }
+        let s = &mut self.slots[i as usize];
+        s.newer = NIL;
+        s.older = NIL;
+    }
+
+    fn push_newest(&mut self, i: u32) {
+        let old = self.newest;
+        {
+            let s = &mut self.slots[i as usize];
+            s.newer = NIL;
+            s.older = old;
+        }
+        if old != NIL {
+            self.slots[old as usize].newer = i;
+        } else {
+            self.oldest = i;
+        }
+        self.newest = i;
     }
 
     /// Forgets an address (it was banned or unbanned by hand).
     pub fn forget(&mut self, ip: &IpAddr) {
-        self.entries.remove(ip);
+        if let (_, Some(i)) = self.find(&key(ip)) {
+            self.remove(i);
+        }
     }
 
     fn evict_one(&mut self) {
-        while let Some((seq, ip)) = self.lru.pop_front() {
-            if self.entries.get(&ip).is_some_and(|e| e.seq == seq) {
-                self.entries.remove(&ip);
-                self.stats.evicted += 1;
-                return;
-            }
-        }
-        // The queue only lacks entries touched once before their ticket; drop any one.
-        if let Some(ip) = self.entries.keys().next().copied() {
-            self.entries.remove(&ip);
+        if self.oldest != NIL {
+            self.remove(self.oldest);
             self.stats.evicted += 1;
         }
     }
 
-    fn compact(&mut self) {
-        let entries = &self.entries;
-        self.lru
-            .retain(|(seq, ip)| entries.get(ip).is_some_and(|e| e.seq == *seq));
+    /// The tracked addresses, least recently seen first (tests and diagnostics).
+    #[cfg(test)]
+    fn tracked(&self) -> Vec<IpAddr> {
+        let mut out = Vec::new();
+        let mut i = self.oldest;
+        while i != NIL {
+            out.push(self.slots[i as usize].ip());
+            i = self.slots[i as usize].newer;
+        }
+        out
     }
 }
 
@@ -294,11 +422,8 @@ mod tests {
             f.add_failure(a, 200, 200, None);
             assert!(f.stats().failing_now <= 3);
         }
-        assert!(
-            f.lru.len() <= 2 * 3 + 64 + 1,
-            "LRU queue stays bounded: {}",
-            f.lru.len()
-        );
+        assert_eq!(f.tracked().len(), 3);
+        assert!(f.slots.len() <= 3, "slots are reused: {}", f.slots.len());
     }
 
     #[test]
@@ -320,5 +445,78 @@ mod tests {
             g.add_failure(ip(6), 1000 + i64::from(k), 1000, None);
         }
         assert_eq!(g.add_failure(ip(6), 1012, 1012, None), None);
+    }
+
+    /// The slab/list/table against a plain model (a Vec in recency order), over a long
+    /// pseudo-random run with eviction, spills, forgets, out-of-order and old times.
+    #[test]
+    fn matches_a_plain_model_under_churn() {
+        struct Model {
+            maxretry: usize,
+            findtime: i64,
+            cap: usize,
+            v: Vec<(IpAddr, Vec<i64>)>,
+        }
+        impl Model {
+            fn add(&mut self, ip: IpAddr, t: i64, now: i64) -> Option<u32> {
+                if t <= now - self.findtime {
+                    return None;
+                }
+                let mut times = match self.v.iter().position(|e| e.0 == ip) {
+                    Some(p) => self.v.remove(p).1,
+                    None => {
+                        if self.v.len() >= self.cap {
+                            self.v.remove(0);
+                        }
+                        Vec::new()
+                    }
+                };
+                let pos = times.iter().rposition(|x| *x <= t).map_or(0, |p| p + 1);
+                times.insert(pos, t);
+                let newest = *times.last().unwrap();
+                times.retain(|x| *x > newest - self.findtime);
+                let over = times.len().saturating_sub(self.maxretry);
+                times.drain(..over);
+                if times.len() >= self.maxretry {
+                    return Some(times.len() as u32);
+                }
+                self.v.push((ip, times));
+                None
+            }
+        }
+        for (maxretry, cap) in [(3u32, 50usize), (9, 20), (1, 10)] {
+            let mut f = FailManager::new(maxretry, 100, cap);
+            let mut m = Model {
+                maxretry: maxretry as usize,
+                findtime: 100,
+                cap,
+                v: Vec::new(),
+            };
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            let mut now = 1_000;
+            for step in 0..20_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let r = (x % 97) as u8;
+                let ip = if r.is_multiple_of(5) {
+                    IpAddr::from([0xfd, 0, 0x0f, 0x2b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, r])
+                } else {
+                    ip(r)
+                };
+                if x.is_multiple_of(50) {
+                    f.forget(&ip);
+                    m.v.retain(|e| e.0 != ip);
+                    continue;
+                }
+                now += (x >> 20) as i64 % 3;
+                let t = now - (x >> 30) as i64 % 120;
+                let got = f.add_failure(ip, t, now, None).map(|t| t.failures);
+                assert_eq!(got, m.add(ip, t, now), "step {step} maxretry {maxretry}");
+                let order: Vec<IpAddr> = m.v.iter().map(|e| e.0).collect();
+                assert_eq!(f.tracked(), order, "step {step}");
+            }
+            assert_eq!(f.stats().failing_now as usize, m.v.len());
+        }
     }
 }

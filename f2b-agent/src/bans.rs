@@ -829,9 +829,13 @@ impl BanManager {
         self.store.commit_async(job);
         let actions = self.has_command_actions(jail_name);
         let mut out = Vec::with_capacity(planned.len());
+        // One log record for the batch: one line per ban, each with its own time and level
+        // (the logger prefixes every line of a ban record), written with one write().
+        let mut banlog = String::new();
         for (ip, slot, ticket, bantime, counters) in planned {
             *self.banned_total.entry(jail_name.to_string()).or_default() += 1;
-            log::info!(target: "f2b::ban", "[{jail_name}] Ban {ip}");
+            let _ =
+                std::fmt::Write::write_fmt(&mut banlog, format_args!("[{jail_name}] Ban {ip}\n"));
             if actions {
                 let secs = match bantime {
                     BanTime::Secs(s) => s.to_string(),
@@ -853,6 +857,9 @@ impl BanManager {
                 bantime,
                 ticket,
             });
+        }
+        if !banlog.is_empty() {
+            log::info!(target: "f2b::ban", "{}", banlog.trim_end());
         }
         out
     }

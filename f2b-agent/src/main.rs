@@ -78,13 +78,21 @@ fn init_logging(logfile: Option<&Path>) -> Result<()> {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Pipe(Box::new(Tee(file))))
+        // The format below writes no styles; `Always` only skips the escape-stripping pass
+        // env_logger otherwise runs over every record written to a pipe or file.
+        .write_style(env_logger::WriteStyle::Always)
         .format(|buf, r| {
-            let level = if r.target() == "f2b::ban" {
-                "NOTICE"
-            } else {
-                r.level().as_str()
-            };
-            writeln!(buf, "{} {} {}", buf.timestamp(), level, r.args())
+            if r.target() == "f2b::ban" {
+                // A batch of bans comes as one record, a ban a line: every line gets the
+                // prefix the recidive filter reads (`TIME NOTICE [jail] Ban IP`).
+                let ts = buf.timestamp();
+                let msg = r.args().to_string();
+                for line in msg.lines() {
+                    writeln!(buf, "{ts} NOTICE {line}")?;
+                }
+                return Ok(());
+            }
+            writeln!(buf, "{} {} {}", buf.timestamp(), r.level(), r.args())
         })
         .init();
     Ok(())

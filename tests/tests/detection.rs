@@ -322,3 +322,44 @@ fn recidive_reads_the_agents_own_log_and_bans_longer() -> Result<()> {
     );
     fx.pass()
 }
+
+#[test]
+fn bans_made_in_one_batch_are_logged_one_line_each() -> Result<()> {
+    skip_unless_capable!("bans_made_in_one_batch_are_logged_one_line_each");
+    let cfg = config("").replacen("interfaces:", "logfile: \"{dir}/f2b.log\"\ninterfaces:", 1);
+    let fx = start("det-banlog", cfg)?;
+    let log = log_path(&fx);
+    std::fs::write(&log, "")?;
+    fx.agent.ctl(&["reload"])?;
+    // Three sources (data only: no packet is sent to or from them), three failures each,
+    // appended in one write so that one batch bans all three.
+    let ips = ["198.18.5.1", "198.18.5.2", "198.18.5.3"];
+    let now = chrono_like_syslog_now();
+    let mut buf = String::new();
+    for (i, ip) in ips.iter().cycle().take(9).enumerate() {
+        buf += &format!(
+            "{now} edge sshd[{}]: Failed password for root from {ip} port {} ssh2\n",
+            5000 + i,
+            40000 + i
+        );
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)?
+        .write_all(buf.as_bytes())?;
+    wait_status(&fx, "three bans", |j| j["banned_now"] == 3)?;
+    let text = std::fs::read_to_string(fx.agent.dir().join("f2b.log"))?;
+    for ip in ips {
+        let line = text
+            .lines()
+            .find(|l| l.ends_with(&format!(" NOTICE [sshd] Ban {ip}")))
+            .ok_or_else(|| anyhow!("no ban line for {ip}:\n{text}"))?;
+        // Every line carries its own time stamp: `2026-11-22T04:28:35Z NOTICE [sshd] Ban IP`.
+        let stamp = line.split(' ').next().unwrap_or_default();
+        assert!(
+            stamp.len() >= 20 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+            "time stamp on its own ban line: {line:?}"
+        );
+    }
+    fx.pass()
+}

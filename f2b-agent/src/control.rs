@@ -163,15 +163,26 @@ impl Control {
                 let uptime = self.started.elapsed().as_secs();
                 let r = self
                     .with_manager(move |m| {
-                        m.jail_status(jail.as_deref()).map(|jails| StatusData {
+                        let st = m.jail_status(jail.as_deref()).map(|jails| StatusData {
                             version: env!("CARGO_PKG_VERSION").into(),
                             uptime_secs: uptime,
                             interfaces: m.interfaces(),
                             jails,
-                        })
+                        });
+                        (st, m.store().mark())
                     })
                     .await;
-                respond(r.and_then(|x| x))
+                // What the status reports (counts, read progress, bans) was handed to the
+                // store's committer; answer once it is on disk, so a restart right after
+                // neither rereads nor forgets anything shown.
+                let r = match r {
+                    Ok((st, mark)) => tokio::task::spawn_blocking(move || mark.wait())
+                        .await
+                        .map_err(|e| format!("internal error: {e}"))
+                        .and(st),
+                    Err(e) => Err(e),
+                };
+                respond(r)
             }
             Request::Ban {
                 ips,

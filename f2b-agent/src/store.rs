@@ -501,6 +501,22 @@ impl Committer {
     }
 }
 
+/// See [`Store::mark`].
+pub struct CommitMark {
+    committer: std::sync::Arc<Committer>,
+    seq: u64,
+}
+
+impl CommitMark {
+    pub fn wait(self) {
+        let c = &self.committer;
+        let mut g = c.lock();
+        while g.done < self.seq {
+            g = c.wait(g);
+        }
+    }
+}
+
 pub struct Store {
     db: std::sync::Arc<Database>,
     committer: std::sync::Arc<Committer>,
@@ -853,15 +869,20 @@ impl Store {
         c.cond.notify_all();
     }
 
+    /// A mark of what has been handed to the committer so far; [`CommitMark::wait`] returns
+    /// once all of it is written. Taken under the ban manager's lock, waited on after it is
+    /// released: `status` answers only when everything it reports is on disk.
+    pub fn mark(&self) -> CommitMark {
+        CommitMark {
+            committer: self.committer.clone(),
+            seq: self.committer.lock().queued,
+        }
+    }
+
     /// Waits until every batch handed to [`Store::commit_async`] so far has been written
     /// (or has failed and been reported).
     pub fn barrier(&self) {
-        let c = &self.committer;
-        let mut g = c.lock();
-        let target = g.queued;
-        while g.done < target {
-            g = c.wait(g);
-        }
+        self.mark().wait();
     }
 
     pub fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {

@@ -137,23 +137,8 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
     for &n in &SIZES {
         if n > have {
             let t0 = std::time::Instant::now();
-            let k4: Vec<Lpm<4>> = (have - 1..n - 1)
-                .map(|i| Lpm {
-                    prefix_len: 30,
-                    addr: frames::bulk_v4(i << 2),
-                })
-                .collect();
-            let k6: Vec<Lpm<16>> = (have - 1..n - 1)
-                .map(|i| {
-                    let mut a = HIT6;
-                    a[8..12].copy_from_slice(&i.to_be_bytes());
-                    a[12..16].fill(0);
-                    Lpm {
-                        prefix_len: 96,
-                        addr: a,
-                    }
-                })
-                .collect();
+            let k4: Vec<Lpm<4>> = (have - 1..n - 1).map(bulk_prefix_v4).collect();
+            let k6: Vec<Lpm<16>> = (have - 1..n - 1).map(bulk_prefix_v6).collect();
             prog.ban_prefix_v4(&k4)?;
             prog.ban_prefix_v6(&k6)?;
             ctx.progress(&format!(
@@ -241,21 +226,10 @@ fn filled(ctx: &mut Ctx, n: u32, np: u32) -> Result<F2bProg> {
     prog.ban_v6(&k6)?;
     let (p4, p6) = hit_prefixes();
     let mut l4 = vec![p4];
-    l4.extend((0..np - 1).map(|i| Lpm {
-        prefix_len: 30,
-        addr: frames::bulk_v4(i << 2),
-    }));
+    l4.extend((0..np - 1).map(bulk_prefix_v4));
     let mut l6 = vec![p6];
     // From 1: the /96 with zeros in bytes 8..12 would cover MISS6.
-    l6.extend((1..np).map(|i| {
-        let mut a = HIT6;
-        a[8..12].copy_from_slice(&i.to_be_bytes());
-        a[12..16].fill(0);
-        Lpm {
-            prefix_len: 96,
-            addr: a,
-        }
-    }));
+    l6.extend((1..np).map(bulk_prefix_v6));
     prog.ban_prefix_v4(&l4)?;
     prog.ban_prefix_v6(&l6)?;
     ctx.progress(&format!(
@@ -263,6 +237,25 @@ fn filled(ctx: &mut Ctx, n: u32, np: u32) -> Result<F2bProg> {
         t0.elapsed()
     ));
     Ok(prog)
+}
+
+/// Data-only v4 prefix number `i`: a /30 in 100.64.0.0/10.
+fn bulk_prefix_v4(i: u32) -> Lpm<4> {
+    Lpm {
+        prefix_len: 30,
+        addr: frames::bulk_v4(i << 2),
+    }
+}
+
+/// Data-only v6 prefix number `i`: HIT6 with `i` in bytes 8..12, /96 (number 0 covers MISS6).
+fn bulk_prefix_v6(i: u32) -> Lpm<16> {
+    let mut a = HIT6;
+    a[8..12].copy_from_slice(&i.to_be_bytes());
+    a[12..16].fill(0);
+    Lpm {
+        prefix_len: 96,
+        addr: a,
+    }
 }
 
 /// The prefixes the prefix-hit frames fall in: 198.18.4.0/24 and HIT6 with ffffffff in

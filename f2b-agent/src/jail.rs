@@ -177,6 +177,15 @@ impl FailManager {
                 self.unlink(i);
                 i
             }
+            None if self.maxretry == 1 => {
+                // A first failure is already a ban: nothing to track.
+                return Some(Ticket {
+                    ip,
+                    failures: 1,
+                    time,
+                    user: user.map(str::to_string),
+                });
+            }
             None => {
                 if self.table.len() >= self.max_tracked {
                     self.evict_one();

@@ -573,6 +573,7 @@ impl BanManager {
     /// Cost per address is constant: a hash set for duplicates, one read transaction for the
     /// ban history of all new addresses, batch map updates, one commit of compact rows.
     pub fn ban(&mut self, req: &BanRequest) -> Result<BanResult, String> {
+        let t0 = std::time::Instant::now();
         if req.ips.is_empty() {
             return Err("ban: no address given".into());
         }
@@ -601,11 +602,13 @@ impl BanManager {
             .copied()
             .collect();
         self.capacity_check(&fresh)?;
+        let t_parse = t0.elapsed();
         let mut priors = self
             .store
             .ended_counts(&jail.name, &fresh)
             .map_err(|e| format!("{e}; nothing was banned"))?
             .into_iter();
+        let t_hist = t0.elapsed();
 
         let now = unix_now();
         let clk = ClockPair::now();
@@ -651,11 +654,13 @@ impl BanManager {
             planned.push((*ip, slot, self.idx.contains(ip)));
         }
 
+        let t_plan = t0.elapsed();
         // Kernel first (enforcement), then the durable commit; undo the kernel on failure.
         if let Err(e) = self.kernel.put_bans(&values) {
             self.undo_kernel(&e.written, &before);
             return Err(format!("{}; nothing was banned", e.error));
         }
+        let t_kernel = t0.elapsed();
         let committed = {
             let rows: Vec<(IpNet, BanRef<'_>)> = planned
                 .iter()
@@ -663,6 +668,7 @@ impl BanManager {
                 .collect();
             self.store.commit_refs(&rows, &[], &[], &[])
         };
+        let t_kernel_commit = t0.elapsed();
         if let Err(e) = committed {
             self.undo_kernel(&ips, &before);
             return Err(format!("{e}; nothing was banned"));
@@ -699,6 +705,16 @@ impl BanManager {
                 logged - LOG_EACH
             );
         }
+        log::debug!(
+            "ban of {}: parse {:?}, history {:?}, plan {:?}, kernel {:?}, commit {:?}, result {:?}",
+            banned.len(),
+            t_parse,
+            t_hist - t_parse,
+            t_plan - t_hist,
+            t_kernel - t_plan,
+            t_kernel_commit - t_kernel,
+            t0.elapsed() - t_kernel_commit
+        );
         Ok(BanResult { banned })
     }
 

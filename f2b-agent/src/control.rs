@@ -358,6 +358,7 @@ async fn connection(stream: UnixStream, ctl: Arc<Control>) -> std::io::Result<()
                 break;
             }
         }
+        let t0 = Instant::now();
         let resp = if too_long {
             Response::err(format!(
                 "request longer than {MAX_REQUEST_BYTES} bytes refused"
@@ -378,12 +379,38 @@ async fn connection(stream: UnixStream, ctl: Arc<Control>) -> std::io::Result<()
                 Ok(req) => ctl.handle(req).await,
             }
         };
+        let t1 = t0.elapsed();
         let mut out = serde_json::to_vec(&resp)
             .unwrap_or_else(|_| br#"{"ok":false,"error":"encoding"}"#.to_vec());
         out.push(b'\n');
+        let t2 = t0.elapsed();
         wr.write_all(&out).await?;
+        log::debug!(
+            "request of {} bytes: handled in {t1:?}, encoded {} bytes in {:?}, written in {:?}",
+            line.len(),
+            out.len(),
+            t2 - t1,
+            t0.elapsed() - t2
+        );
+        if line.len() + out.len() >= BIG_EXCHANGE {
+            drop(out);
+            tokio::task::spawn_blocking(release_free_memory);
+        }
         if too_long {
             return Ok(());
         }
+    }
+}
+
+/// Requests or responses at least this long leave megabytes of freed temporaries behind.
+const BIG_EXCHANGE: usize = 1 << 20;
+
+/// Hands free heap pages back to the kernel (glibc keeps them otherwise, and the agent's
+/// resident size would stay at the peak of its largest request).
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases unused pages of the allocator's own heap.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -90,7 +90,23 @@ fn init_logging(logfile: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// Caps glibc's malloc arenas before any thread starts. By default every thread that
+/// allocates while another holds the lock gets its own arena (up to 8 per core); the tokio
+/// blocking threads that serve f2b-ctl then each keep the freed temporaries of a
+/// 50k-address request in their own arena, and the agent's peak grows with every arena.
+/// Measured with 1M bans inserted in 50k-address requests: VmHWM 292 MiB with the default,
+/// 211 MiB with one arena. The per-line hot path does not allocate, so the shared arena's
+/// lock is not contended there.
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let args = Args::parse();
     let overrides = Overrides {
         config_path: args.config.clone(),

@@ -218,6 +218,11 @@ impl Index {
             .map_or("", String::as_str)
     }
 
+    /// Jail names by id.
+    pub fn jail_names(&self) -> &[String] {
+        &self.jails
+    }
+
     pub fn banned_in(&self, id: u16) -> u64 {
         self.per_jail.get(id as usize).copied().unwrap_or(0)
     }
@@ -304,6 +309,26 @@ impl Index {
             self.maybe_compact();
         }
         old
+    }
+
+    /// [`Index::insert`] for many bans at once (a restore): the expiry heap is rebuilt once
+    /// in linear time instead of sifted per ban.
+    pub fn insert_many(&mut self, rows: Vec<(IpNet, Slot)>) {
+        let mut heap = std::mem::take(&mut self.expiry).into_vec();
+        self.map.reserve(rows.len());
+        for (ip, slot) in rows {
+            let old = self.map.insert(ip, slot);
+            match old {
+                Some(o) => self.per_jail[o.jail() as usize] -= 1,
+                None => *self.usage.slot(&ip) += 1,
+            }
+            self.per_jail[slot.jail() as usize] += 1;
+            if slot.until != PERMANENT && old.is_none_or(|o| o.until != slot.until) {
+                heap.push(Reverse((slot.until, ip)));
+            }
+        }
+        self.expiry = BinaryHeap::from(heap);
+        self.maybe_compact();
     }
 
     pub fn remove(&mut self, ip: &IpNet) -> Option<Slot> {

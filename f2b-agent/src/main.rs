@@ -203,7 +203,9 @@ async fn run(overrides: Overrides) -> Result<()> {
     let prepared = f2b_agent::runner::prepare(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
     let t0 = Instant::now();
     let store = Store::open(&cfg.database)?;
+    log::debug!("database open after {:?}", t0.elapsed());
     let kernel = Kernel::load(&cfg.pin_dir, cfg.maps)?;
+    log::debug!("XDP object and maps loaded after {:?}", t0.elapsed());
     let mut mgr = BanManager::new(cfg.clone(), kernel, store);
     // Maps first, then attach: a freshly attached program never runs with empty maps.
     let r = mgr

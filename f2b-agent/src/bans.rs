@@ -75,6 +75,35 @@ pub struct BanManager {
     actions: Option<std::sync::mpsc::Sender<ActionEvent>>,
 }
 
+/// Slots of database rows in key order. Rows of one jail and port scope follow each other,
+/// so jail and ports are interned once per run of them, not looked up per row.
+#[derive(Default)]
+struct RowSlots {
+    last: Option<(String, Vec<u16>, Slot)>,
+}
+
+impl RowSlots {
+    fn slot(
+        &mut self,
+        row: &crate::store::BanRow<'_>,
+        intern: impl FnOnce(&crate::store::BanRow<'_>) -> Slot,
+    ) -> Slot {
+        let mut s = match &self.last {
+            Some((j, p, s)) if j == row.jail && row.ports().eq(p.iter().copied()) => *s,
+            _ => {
+                let s = intern(row);
+                self.last = Some((row.jail.to_string(), row.ports().collect(), s));
+                s
+            }
+        };
+        s.set_since(row.since);
+        s.set_until(row.until);
+        s.ban_count = row.ban_count;
+        s.jail_count = row.jail_count;
+        s
+    }
+}
+
 /// A jail ban on its way: address, index slot, ticket, ban time, (packets, bytes) kept.
 type PlannedJailBan = (IpNet, Slot, Ticket, BanTime, (u64, u64));
 
@@ -542,7 +571,6 @@ impl BanManager {
         use crate::kernel::ExactChunk;
         const CHUNK: usize = 8192;
         let t0 = std::time::Instant::now();
-        let rows_hint = self.store.ban_rows().unwrap_or(0);
         let (tx, rx) = std::sync::mpsc::sync_channel::<ExactChunk>(8);
         let rx = std::sync::Mutex::new(rx);
         let writer = self.kernel.exact_writer();
@@ -570,31 +598,15 @@ impl BanManager {
                     })
                 })
                 .collect();
-            let mut rows: Vec<(IpNet, Slot)> = Vec::with_capacity(rows_hint);
             let mut v4 = (Vec::new(), Vec::new());
             let mut v6 = (Vec::with_capacity(CHUNK), Vec::with_capacity(CHUNK));
-            // Rows of one jail and port scope follow each other: intern once per run.
-            let mut last: Option<(String, Vec<u16>, Slot)> = None;
+            let mut slots = RowSlots::default();
             let read = store.for_each_ban(|ip, row| {
                 if row.until.is_some_and(|u| u <= now) {
                     dels.push(ip);
                     return;
                 }
-                let proto = match &last {
-                    Some((j, p, s)) if j == row.jail && row.ports().eq(p.iter().copied()) => *s,
-                    _ => {
-                        let s = idx.slot_of_row(&row);
-                        let p = row.ports().collect();
-                        last = Some((row.jail.to_string(), p, s));
-                        s
-                    }
-                };
-                let mut s = proto;
-                s.set_since(row.since);
-                s.set_until(row.until);
-                s.ban_count = row.ban_count;
-                s.jail_count = row.jail_count;
-                rows.push((ip, s));
+                let s = slots.slot(&row, |r| idx.slot_of_row(r));
                 let v = slot_value(idx, &s, clk);
                 match ip.addr() {
                     std::net::IpAddr::V4(a) if ip.is_host() => {
@@ -632,12 +644,26 @@ impl BanManager {
                 }
             }
             t_write = t0.elapsed();
-            // Enforcement first: building the index alongside the writers took CPU from them
-            // (the index's inserts are cache misses, ~0.4 s for a million on 2 cores).
-            idx.insert_many(rows);
             read
         });
         read.map_err(|e| e.to_string())?;
+        // Enforcement first: the index is built after the writers are done, from a second
+        // read of the rows (keeping (address, slot) pairs from the first pass cost 40 MiB
+        // and page faults on the reader's critical path; building it alongside the writers
+        // took CPU from them: its inserts are cache misses, ~0.4 s for a million).
+        {
+            let mut bulk = self.idx.bulk();
+            let mut slots = RowSlots::default();
+            self.store
+                .for_each_ban(|ip, row| {
+                    if row.until.is_some_and(|u| u <= now) {
+                        return;
+                    }
+                    let s = slots.slot(&row, |r| bulk.slot_of_row(r));
+                    bulk.insert(ip, s);
+                })
+                .map_err(|e| e.to_string())?;
+        }
         let t_index = t0.elapsed();
         // Prefix bans (LPM tries, few) and whatever a batch refused: one by one, with errors.
         retry.extend(prefixes);

@@ -29,15 +29,23 @@ pub const EXIT_UNREACHABLE: u8 = 3;
 
 /// Runs a parsed command line against the agent; returns the process exit code.
 pub fn run(cli: &Cli, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
-    let Some(req) = cli.command.to_request() else {
+    let with_file = match cli.command.with_file_targets() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(stderr, "error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let command = with_file.as_ref().unwrap_or(&cli.command);
+    let Some(req) = command.to_request() else {
         // The only command that does not talk to the agent.
-        return match &cli.command {
+        return match command {
             cli::Command::Regex(args) => regex::run(args, cli.json, stdout, stderr),
             _ => EXIT_USAGE,
         };
     };
     let client = Client::new(cli.socket_path(), cli.timeout);
-    if let (cli::Command::Ban { .. }, false) = (&cli.command, cli.json) {
+    if let (cli::Command::Ban { .. }, false) = (command, cli.json) {
         return ban(&client, &req, stdout, stderr);
     }
     let data = match client.call(&req) {
@@ -51,7 +59,7 @@ pub fn run(cli: &Cli, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
     let written = if cli.json {
         writeln!(stdout, "{data}")
     } else {
-        let r = output::render(&cli.command, &data, unix_now());
+        let r = output::render(command, &data, unix_now());
         for n in &r.notes {
             let _ = writeln!(stderr, "{n}");
         }
@@ -115,6 +123,7 @@ fn ban(
                     jail: None,
                     time: None,
                     force: false,
+                    file: None,
                 },
                 &data,
                 unix_now(),

@@ -552,6 +552,7 @@ mod tests {
             jail: None,
             time: None,
             force: false,
+            file: None,
         };
         let data = json!({"banned": [ban_info("198.18.0.7", Some(NOW + 3600)),
                                      ban_info("198.18.0.8", None)]});

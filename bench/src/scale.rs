@@ -310,13 +310,30 @@ fn f2b_scale(ctx: &mut Ctx) -> Result<()> {
         ctx.progress(
             "  profiling the agent during one more 50k-address f2b-ctl ban (insert target missed)",
         );
-        let addrs: Vec<String> = (0..chunk).map(|i| addr6(total + 1000 + i)).collect();
+        // The maps hold `total` bans already, and more would not fit: lift the first chunk
+        // and ban it again, so the profiled request does the whole work of a fresh ban.
+        let addrs: Vec<String> = (0..chunk).map(addr6).collect();
+        let mut args = vec!["unban"];
+        args.extend(addrs.iter().map(String::as_str));
+        let out = ctl(&ctl_bin, &sock, &args)?;
+        if !out.status.success() {
+            bail!(
+                "f2b-ctl unban before the profile failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let (r, prof) = profile(agent.pid(), d, || {
             let mut args = vec!["ban", "--time", "1d"];
             args.extend(addrs.iter().map(String::as_str));
             ctl(&ctl_bin, &sock, &args)
         });
-        r?;
+        let out = r?;
+        if !out.status.success() {
+            bail!(
+                "f2b-ctl ban (profiled) failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         ctx.notes.push((
             "Profile: agent during a 50k-address `f2b-ctl ban` (insert target missed)".into(),
             format!("`perf record -e cpu-clock -g -p AGENT` (no hardware PMU on this VM: `perf stat -e instructions` is not supported), `perf report --no-children --sort dso,symbol`, entries >= 1.5%:\n\n```\n{prof}\n```"),

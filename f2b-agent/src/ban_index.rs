@@ -218,6 +218,11 @@ impl Index {
             .map_or("", String::as_str)
     }
 
+    /// Jail names by id.
+    pub fn jail_names(&self) -> &[String] {
+        &self.jails
+    }
+
     pub fn banned_in(&self, id: u16) -> u64 {
         self.per_jail.get(id as usize).copied().unwrap_or(0)
     }
@@ -304,6 +309,14 @@ impl Index {
             self.maybe_compact();
         }
         old
+    }
+
+    /// [`Index::insert`] for many bans at once (a restore): while the returned [`Bulk`]
+    /// lives, expiry entries are collected unordered, and the heap is rebuilt once in linear
+    /// time when it is dropped, instead of sifted per ban.
+    pub fn bulk(&mut self) -> Bulk<'_> {
+        let heap = std::mem::take(&mut self.expiry).into_vec();
+        Bulk { idx: self, heap }
     }
 
     pub fn remove(&mut self, ip: &IpNet) -> Option<Slot> {
@@ -420,6 +433,39 @@ impl BanRef<'_> {
     }
 }
 
+/// See [`Index::bulk`].
+pub struct Bulk<'a> {
+    idx: &'a mut Index,
+    heap: Vec<Reverse<(u32, IpNet)>>,
+}
+
+impl Bulk<'_> {
+    pub fn insert(&mut self, ip: IpNet, slot: Slot) {
+        let idx = &mut *self.idx;
+        let old = idx.map.insert(ip, slot);
+        match old {
+            Some(o) => idx.per_jail[o.jail() as usize] -= 1,
+            None => *idx.usage.slot(&ip) += 1,
+        }
+        idx.per_jail[slot.jail() as usize] += 1;
+        if slot.until != PERMANENT && old.is_none_or(|o| o.until != slot.until) {
+            self.heap.push(Reverse((slot.until, ip)));
+        }
+    }
+
+    /// [`Index::slot_of_row`] (interning) while the bulk insert runs.
+    pub fn slot_of_row(&mut self, row: &BanRow<'_>) -> Slot {
+        self.idx.slot_of_row(row)
+    }
+}
+
+impl Drop for Bulk<'_> {
+    fn drop(&mut self) {
+        self.idx.expiry = BinaryHeap::from(std::mem::take(&mut self.heap));
+        self.idx.maybe_compact();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,6 +549,29 @@ mod tests {
         let p = i.slot("x", 0, None, &[], 1, 1);
         i.insert(b, p);
         assert_eq!(i.next_expiry(), None);
+    }
+
+    #[test]
+    fn bulk_insert_keeps_counts_and_expiry_order() {
+        let mut i = Index::new();
+        let (a, b, c) = (net("198.18.0.1"), net("198.18.0.2"), net("fd00:f2b::/64"));
+        let early = i.slot("x", 0, Some(10), &[], 1, 1);
+        i.insert(a, early);
+        {
+            let mut bulk = i.bulk();
+            let late = Slot::new(0, 0, 0, Some(30), 1, 1);
+            bulk.insert(b, late);
+            bulk.insert(c, Slot::new(0, 0, 0, Some(20), 1, 1));
+            bulk.insert(a, Slot::new(0, 0, 0, None, 2, 2));
+        }
+        assert_eq!(i.len(), 3);
+        assert_eq!(i.banned_in(0), 3);
+        assert_eq!((i.usage.exact_v4, i.usage.prefix_v6), (2, 1));
+        // a's old entry (10) is stale now; then c (20), then b (30).
+        assert_eq!(i.take_due(25), vec![c]);
+        i.remove(&c);
+        assert_eq!(i.next_expiry(), Some(30));
+        assert_eq!(i.take_due(100), vec![b]);
     }
 
     #[test]

@@ -30,6 +30,13 @@ use index::{FastSet, FastState, Index, Slot, Usage};
 /// (a 50k-address request would otherwise spend more time logging than banning).
 const LOG_EACH: usize = 16;
 
+/// Ban requests of at least this many addresses write the kernel maps on a second thread
+/// while they commit (a thread costs more than a small request's work).
+const PARALLEL_COMMIT: usize = 1024;
+
+/// Threads writing the kernel maps during a restore into empty maps.
+const RESTORE_WRITERS: usize = 2;
+
 /// Jail given to kernel entries found without a database record at start.
 pub const RECOVERED_JAIL: &str = "recovered";
 
@@ -68,8 +75,117 @@ pub struct BanManager {
     actions: Option<std::sync::mpsc::Sender<ActionEvent>>,
 }
 
+/// Slots of database rows in key order. Rows of one jail and port scope follow each other,
+/// so jail and ports are interned once per run of them, not looked up per row.
+#[derive(Default)]
+struct RowSlots {
+    last: Option<(String, Vec<u16>, Slot)>,
+}
+
+impl RowSlots {
+    fn slot(
+        &mut self,
+        row: &crate::store::BanRow<'_>,
+        intern: impl FnOnce(&crate::store::BanRow<'_>) -> Slot,
+    ) -> Slot {
+        let mut s = match &self.last {
+            Some((j, p, s)) if j == row.jail && row.ports().eq(p.iter().copied()) => *s,
+            _ => {
+                let s = intern(row);
+                self.last = Some((row.jail.to_string(), row.ports().collect(), s));
+                s
+            }
+        };
+        s.set_since(row.since);
+        s.set_until(row.until);
+        s.ban_count = row.ban_count;
+        s.jail_count = row.jail_count;
+        s
+    }
+}
+
 /// A jail ban on its way: address, index slot, ticket, ban time, (packets, bytes) kept.
 type PlannedJailBan = (IpNet, Slot, Ticket, BanTime, (u64, u64));
+
+/// What a ban request did, compact: (address, slot, (packets, bytes)) per ban, jail names
+/// by slot jail id. Serializes as [`BanResult`] (`{"banned":[BanInfo...]}`).
+#[derive(Debug, Clone)]
+pub struct BansDone {
+    jails: Vec<String>,
+    bans: Vec<(IpNet, Slot, (u64, u64))>,
+}
+
+impl BansDone {
+    fn jail(&self, s: &Slot) -> &str {
+        self.jails.get(s.jail() as usize).map_or("", String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.bans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bans.is_empty()
+    }
+
+    pub fn to_result(&self) -> BanResult {
+        BanResult {
+            banned: self
+                .bans
+                .iter()
+                .map(|(ip, s, (packets, bytes))| BanInfo {
+                    ip: ip.to_string(),
+                    jail: self.jail(s).to_string(),
+                    since: u64::from(s.since),
+                    until: s.until(),
+                    ban_count: s.ban_count,
+                    packets: *packets,
+                    bytes: *bytes,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl serde::Serialize for BansDone {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeSeq, SerializeStruct};
+        struct Item<'a>(&'a BansDone, &'a (IpNet, Slot, (u64, u64)));
+        impl serde::Serialize for Item<'_> {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                let (ip, s, (packets, bytes)) = self.1;
+                let mut st = ser.serialize_struct("BanInfo", 7)?;
+                st.serialize_field("ip", &Display(ip))?;
+                st.serialize_field("jail", self.0.jail(s))?;
+                st.serialize_field("since", &u64::from(s.since))?;
+                st.serialize_field("until", &s.until())?;
+                st.serialize_field("ban_count", &s.ban_count)?;
+                st.serialize_field("packets", packets)?;
+                st.serialize_field("bytes", bytes)?;
+                st.end()
+            }
+        }
+        struct Display<'a>(&'a IpNet);
+        impl serde::Serialize for Display<'_> {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                ser.collect_str(self.0)
+            }
+        }
+        struct Seq<'a>(&'a BansDone);
+        impl serde::Serialize for Seq<'_> {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                let mut seq = ser.serialize_seq(Some(self.0.bans.len()))?;
+                for b in &self.0.bans {
+                    seq.serialize_element(&Item(self.0, b))?;
+                }
+                seq.end()
+            }
+        }
+        let mut st = ser.serialize_struct("BanResult", 1)?;
+        st.serialize_field("banned", &Seq(self))?;
+        st.end()
+    }
+}
 
 /// A ban a jail made, as handed to its actions.
 #[derive(Debug, Clone)]
@@ -317,53 +433,15 @@ impl BanManager {
             Err(e) => log::warn!("counting stored bans: {e}"),
         }
         // Nothing in the kernel maps (first start, a reboot, `stop --detach`): stream the rows
-        // straight into batch writes on a second thread while this one builds the index, so
-        // enforcement does not wait for the bookkeeping.
+        // straight into batch writes on writer threads, so enforcement does not wait for the
+        // bookkeeping (see `restore_into_empty_maps`).
         let mut kernel_empty = true;
         self.kernel
             .for_each_ban(|_, _| kernel_empty = false)
             .map_err(|e| e.to_string())?;
         let mut streamed_failed = None;
         if kernel_empty {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(IpNet, BanValue)>>(4);
-            let kernel = &mut self.kernel;
-            let idx = &mut self.idx;
-            let store = &self.store;
-            let read = std::thread::scope(|sc| {
-                let writer = sc.spawn(move || {
-                    let mut failed = Vec::new();
-                    for chunk in rx {
-                        failed.extend(kernel.put_bans_each(&chunk));
-                    }
-                    failed
-                });
-                let mut chunk = Vec::with_capacity(crate::kernel::batch::CHUNK);
-                let read = store.for_each_ban(|ip, row| {
-                    if row.until.is_some_and(|u| u <= now) {
-                        dels.push(ip);
-                        return;
-                    }
-                    let s = idx.slot_of_row(&row);
-                    idx.insert(ip, s);
-                    idx.mark_seen(&ip);
-                    chunk.push((ip, slot_value(idx, &s, &clk)));
-                    if chunk.len() == crate::kernel::batch::CHUNK {
-                        let full = std::mem::replace(
-                            &mut chunk,
-                            Vec::with_capacity(crate::kernel::batch::CHUNK),
-                        );
-                        let _ = tx.send(full);
-                    }
-                });
-                if !chunk.is_empty() {
-                    let _ = tx.send(chunk);
-                }
-                drop(tx);
-                let failed = writer.join().unwrap_or_default();
-                (read, failed)
-            });
-            read.0.map_err(|e| e.to_string())?;
-            streamed_failed = Some(read.1);
+            streamed_failed = Some(self.restore_into_empty_maps(now, &clk, &mut dels)?);
         } else {
             let idx = &mut self.idx;
             self.store
@@ -447,7 +525,11 @@ impl BanManager {
             }
             chunk.clear();
         };
+        // (Skipped when the maps were empty: the restore above wrote every row.)
         self.idx.drain_unseen(|ip, s, ports| {
+            if kernel_empty {
+                return;
+            }
             let mut v = BanValue::new(clk.kernel_expiry(s.until()));
             for (i, p) in ports.iter().take(MAX_PORTS).enumerate() {
                 v.ports[i] = *p;
@@ -473,6 +555,124 @@ impl BanManager {
             .sync_allowlist(&allow)
             .map_err(|e| e.to_string())?;
         Ok(r)
+    }
+
+    /// Start with empty kernel maps (first start, a reboot, `stop --detach`): enforcement
+    /// first. This thread streams the redb rows into kernel-layout chunks for
+    /// [`RESTORE_WRITERS`] writer threads (the kernel's hash inserts are the largest cost, and
+    /// they scale over CPUs) and keeps (address, slot) pairs; the index is built from those
+    /// once the writers are done. Returns the entries the kernel refused, with why.
+    fn restore_into_empty_maps(
+        &mut self,
+        now: u64,
+        clk: &ClockPair,
+        dels: &mut Vec<IpNet>,
+    ) -> Result<Vec<(IpNet, crate::kernel::KernelError)>, String> {
+        use crate::kernel::ExactChunk;
+        const CHUNK: usize = 8192;
+        let t0 = std::time::Instant::now();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<ExactChunk>(8);
+        let rx = std::sync::Mutex::new(rx);
+        let writer = self.kernel.exact_writer();
+        let idx = &mut self.idx;
+        let store = &self.store;
+        let mut prefixes: Vec<(IpNet, BanValue)> = Vec::new();
+        let mut retry: Vec<(IpNet, BanValue)> = Vec::new();
+        let mut t_read = std::time::Duration::ZERO;
+        let mut t_write = std::time::Duration::ZERO;
+        let read = std::thread::scope(|sc| {
+            let writers: Vec<_> = (0..RESTORE_WRITERS)
+                .map(|_| {
+                    let rx = &rx;
+                    sc.spawn(move || {
+                        let mut refused = Vec::new();
+                        loop {
+                            let chunk = match rx.lock() {
+                                Ok(r) => r.recv(),
+                                Err(_) => break,
+                            };
+                            let Ok(chunk) = chunk else { break };
+                            refused.extend(writer.write(&chunk));
+                        }
+                        refused
+                    })
+                })
+                .collect();
+            let mut v4 = (Vec::new(), Vec::new());
+            let mut v6 = (Vec::with_capacity(CHUNK), Vec::with_capacity(CHUNK));
+            let mut slots = RowSlots::default();
+            let read = store.for_each_ban(|ip, row| {
+                if row.until.is_some_and(|u| u <= now) {
+                    dels.push(ip);
+                    return;
+                }
+                let s = slots.slot(&row, |r| idx.slot_of_row(r));
+                let v = slot_value(idx, &s, clk);
+                match ip.addr() {
+                    std::net::IpAddr::V4(a) if ip.is_host() => {
+                        v4.0.push(a.octets());
+                        v4.1.push(v);
+                        if v4.0.len() == CHUNK {
+                            let (k, v) = std::mem::take(&mut v4);
+                            let _ = tx.send(ExactChunk::V4(k, v));
+                        }
+                    }
+                    std::net::IpAddr::V6(a) if ip.is_host() => {
+                        v6.0.push(a.octets());
+                        v6.1.push(v);
+                        if v6.0.len() == CHUNK {
+                            let k = std::mem::replace(&mut v6.0, Vec::with_capacity(CHUNK));
+                            let v = std::mem::replace(&mut v6.1, Vec::with_capacity(CHUNK));
+                            let _ = tx.send(ExactChunk::V6(k, v));
+                        }
+                    }
+                    _ => prefixes.push((ip, v)),
+                }
+            });
+            if !v4.0.is_empty() {
+                let _ = tx.send(ExactChunk::V4(v4.0, v4.1));
+            }
+            if !v6.0.is_empty() {
+                let _ = tx.send(ExactChunk::V6(v6.0, v6.1));
+            }
+            drop(tx);
+            t_read = t0.elapsed();
+            for w in writers {
+                match w.join() {
+                    Ok(r) => retry.extend(r),
+                    Err(_) => log::error!("restore: a kernel writer thread panicked"),
+                }
+            }
+            t_write = t0.elapsed();
+            read
+        });
+        read.map_err(|e| e.to_string())?;
+        // Enforcement first: the index is built after the writers are done, from a second
+        // read of the rows (keeping (address, slot) pairs from the first pass cost 40 MiB
+        // and page faults on the reader's critical path; building it alongside the writers
+        // took CPU from them: its inserts are cache misses, ~0.4 s for a million).
+        {
+            let mut bulk = self.idx.bulk();
+            let mut slots = RowSlots::default();
+            self.store
+                .for_each_ban(|ip, row| {
+                    if row.until.is_some_and(|u| u <= now) {
+                        return;
+                    }
+                    let s = slots.slot(&row, |r| bulk.slot_of_row(r));
+                    bulk.insert(ip, s);
+                })
+                .map_err(|e| e.to_string())?;
+        }
+        let t_index = t0.elapsed();
+        // Prefix bans (LPM tries, few) and whatever a batch refused: one by one, with errors.
+        retry.extend(prefixes);
+        let failed = self.kernel.put_bans_each(&retry);
+        log::debug!(
+            "restore: rows read and streamed {t_read:?}, kernel writes done {t_write:?}, index built {t_index:?}, prefixes and retries {:?}",
+            t0.elapsed() - t_index
+        );
+        Ok(failed)
     }
 
     fn check_target(&self, ip: &IpNet, jail: &JailConfig, force: bool) -> Result<(), String> {
@@ -568,44 +768,89 @@ impl BanManager {
         }
     }
 
+    /// Takes back the rows of a committed ban request the kernel then refused: earlier bans
+    /// get their rows back, new ones lose theirs (no history: they never took effect).
+    fn revert_commit(&self, planned: &[(IpNet, Slot, bool)]) {
+        let mut back = Vec::new();
+        let mut gone = Vec::new();
+        for (ip, _, existed) in planned {
+            match self.idx.get(ip) {
+                Some(old) if *existed => back.push((*ip, self.idx.row(old))),
+                _ => gone.push(*ip),
+            }
+        }
+        if let Err(e) = self.store.put_back(&back, &gone) {
+            // Over-banning, never a lost ban: the next start enforces these rows.
+            log::error!(
+                "ban refused by the kernel, but its database rows could not be taken back ({e}); they take effect at the next start"
+            );
+        }
+    }
+
     /// Bans every address of the request, or none of them.
     ///
     /// Cost per address is constant: a hash set for duplicates, one read transaction for the
     /// ban history of all new addresses, batch map updates, one commit of compact rows.
     pub fn ban(&mut self, req: &BanRequest) -> Result<BanResult, String> {
-        if req.ips.is_empty() {
+        self.ban_addrs(
+            &req.ips,
+            req.jail.as_deref(),
+            req.time.as_deref(),
+            req.force,
+        )
+        .map(|d| d.to_result())
+    }
+
+    /// [`BanManager::ban`] for addresses borrowed from the request line, answering with
+    /// the compact [`BansDone`] (serialized straight into the response, without a
+    /// `BanInfo` per ban).
+    pub fn ban_addrs<S: AsRef<str>>(
+        &mut self,
+        req_ips: &[S],
+        jail: Option<&str>,
+        time: Option<&str>,
+        force: bool,
+    ) -> Result<BansDone, String> {
+        let t0 = std::time::Instant::now();
+        if req_ips.is_empty() {
             return Err("ban: no address given".into());
         }
-        let jail = self.jail(req.jail.as_deref())?.clone();
-        let time = match &req.time {
+        let jail = self.jail(jail)?.clone();
+        let time = match time {
             Some(t) => Some(parse_bantime(t).map_err(|e| e.to_string())?),
             None => None,
         };
-        let mut ips = Vec::with_capacity(req.ips.len());
+        let mut ips = Vec::with_capacity(req_ips.len());
         {
             let mut seen: FastSet<IpNet> =
-                FastSet::with_capacity_and_hasher(req.ips.len(), FastState::default());
-            for s in &req.ips {
+                FastSet::with_capacity_and_hasher(req_ips.len(), FastState::default());
+            for s in req_ips {
                 let ip: IpNet = s
+                    .as_ref()
                     .parse()
                     .map_err(|e: f2b_common::net::NetParseError| e.to_string())?;
-                self.check_target(&ip, &jail, req.force)?;
+                self.check_target(&ip, &jail, force)?;
                 if seen.insert(ip) {
                     ips.push(ip);
                 }
             }
         }
+        // One index lookup per address (each is a cache miss in a table of a million bans).
+        let existing: Vec<Option<Slot>> = ips.iter().map(|ip| self.idx.get(ip).copied()).collect();
         let fresh: Vec<IpNet> = ips
             .iter()
-            .filter(|ip| !self.idx.contains(ip))
-            .copied()
+            .zip(&existing)
+            .filter(|(_, e)| e.is_none())
+            .map(|(ip, _)| *ip)
             .collect();
         self.capacity_check(&fresh)?;
+        let t_parse = t0.elapsed();
         let mut priors = self
             .store
             .ended_counts(&jail.name, &fresh)
             .map_err(|e| format!("{e}; nothing was banned"))?
             .into_iter();
+        let t_hist = t0.elapsed();
 
         let now = unix_now();
         let clk = ClockPair::now();
@@ -616,8 +861,8 @@ impl BanManager {
         let mut planned: Vec<(IpNet, Slot, bool)> = Vec::with_capacity(ips.len());
         let mut before: Vec<(IpNet, Option<BanValue>)> = Vec::with_capacity(ips.len());
         let mut values: Vec<(IpNet, BanValue)> = Vec::with_capacity(ips.len());
-        for ip in &ips {
-            let (slot, old) = match self.idx.get(ip).copied() {
+        for (ip, existing) in ips.iter().zip(&existing) {
+            let (slot, old) = match *existing {
                 // Already banned: extend to the later end, widen the port scope; never shorten.
                 Some(old) => {
                     let until = match (old.until(), time.unwrap_or(jail.bantime)) {
@@ -648,39 +893,81 @@ impl BanManager {
             }
             values.push((*ip, v));
             before.push((*ip, old));
-            planned.push((*ip, slot, self.idx.contains(ip)));
+            planned.push((*ip, slot, existing.is_some()));
         }
 
-        // Kernel first (enforcement), then the durable commit; undo the kernel on failure.
-        if let Err(e) = self.kernel.put_bans(&values) {
-            self.undo_kernel(&e.written, &before);
-            return Err(format!("{}; nothing was banned", e.error));
-        }
-        let committed = {
+        let t_plan = t0.elapsed();
+        // The map writes (enforcement) and the durable commit, the two largest costs of a
+        // bulk ban, run at once on two threads; the request is answered only when both are
+        // done, and when one fails the other is undone.
+        let (kernel_done, committed) = {
             let rows: Vec<(IpNet, BanRef<'_>)> = planned
                 .iter()
                 .map(|(ip, s, _)| (*ip, self.idx.row(s)))
                 .collect();
-            self.store.commit_refs(&rows, &[], &[], &[])
+            let kernel = &mut self.kernel;
+            let store = &self.store;
+            if values.len() >= PARALLEL_COMMIT {
+                std::thread::scope(|sc| {
+                    let k = sc.spawn(|| kernel.put_bans(&values));
+                    let c = Some(store.commit_refs(&rows, &[], &[], &[]));
+                    let k = k.join().unwrap_or_else(|_| {
+                        Err(crate::kernel::PutError {
+                            written: ips.clone(),
+                            failed: ips[0],
+                            error: crate::kernel::KernelError::Map {
+                                map: "bans",
+                                message: "kernel writer thread panicked".into(),
+                            },
+                        })
+                    });
+                    (k, c)
+                })
+            } else {
+                match kernel.put_bans(&values) {
+                    Ok(()) => (Ok(()), Some(store.commit_refs(&rows, &[], &[], &[]))),
+                    // Nothing to commit when the kernel already refused.
+                    Err(e) => (Err(e), None),
+                }
+            }
         };
-        if let Err(e) = committed {
-            self.undo_kernel(&ips, &before);
-            return Err(format!("{e}; nothing was banned"));
+        let t_kernel_commit = t0.elapsed();
+        match (kernel_done, committed) {
+            (Ok(()), Some(Ok(()))) => {}
+            (Ok(()), Some(Err(e))) => {
+                self.undo_kernel(&ips, &before);
+                return Err(format!("{e}; nothing was banned"));
+            }
+            (Ok(()), None) => return Err("internal error: nothing committed".into()),
+            (Err(e), c) => {
+                self.undo_kernel(&e.written, &before);
+                if matches!(c, Some(Ok(()))) {
+                    self.revert_commit(&planned);
+                }
+                return Err(format!("{}; nothing was banned", e.error));
+            }
         }
         let actions = self.has_command_actions(&jail.name);
-        let mut banned = Vec::with_capacity(planned.len());
+        let mut done = BansDone {
+            jails: Vec::new(),
+            bans: Vec::with_capacity(planned.len()),
+        };
         let mut logged = 0usize;
+        let mut new_per_jail: Vec<(u16, u64)> = Vec::new();
         for ((ip, slot, existed), (v, (_, old))) in
             planned.into_iter().zip(values.iter().zip(&before))
         {
-            let jail_name = self.idx.jail_name(slot.jail()).to_string();
             if !existed {
-                *self.banned_total.entry(jail_name.clone()).or_default() += 1;
+                match new_per_jail.iter_mut().find(|(j, _)| *j == slot.jail()) {
+                    Some((_, n)) => *n += 1,
+                    None => new_per_jail.push((slot.jail(), 1)),
+                }
+                let jail_name = self.idx.jail_name(slot.jail());
                 if actions {
                     let bantime = slot.until().map_or("-1".to_string(), |u| {
                         u.saturating_sub(u64::from(slot.since)).to_string()
                     });
-                    self.emit("ban", &jail_name, &ip.to_string(), &bantime, 0, "");
+                    self.emit("ban", jail_name, &ip.to_string(), &bantime, 0, "");
                 }
                 logged += 1;
                 if logged <= LOG_EACH {
@@ -688,18 +975,34 @@ impl BanManager {
                 }
             }
             let counters = old.map_or((0, 0), |_| (v.1.packets, v.1.bytes));
-            banned.push(self.info_of(&ip, &slot, jail_name, counters));
+            done.bans.push((ip, slot, counters));
             self.idx.insert(ip, slot);
         }
+        for (j, n) in new_per_jail {
+            *self
+                .banned_total
+                .entry(self.idx.jail_name(j).to_string())
+                .or_default() += n;
+        }
+        done.jails = self.idx.jail_names().to_vec();
         if logged > LOG_EACH {
             log::info!(
                 target: "f2b::ban",
                 "[{}] Ban of {} more addresses in the same request (not listed one by one)",
-                banned.first().map_or("-", |b| b.jail.as_str()),
+                jail.name,
                 logged - LOG_EACH
             );
         }
-        Ok(BanResult { banned })
+        log::debug!(
+            "ban of {}: parse {:?}, history {:?}, plan {:?}, kernel and commit {:?}, result {:?}",
+            done.bans.len(),
+            t_parse,
+            t_hist - t_parse,
+            t_plan - t_hist,
+            t_kernel_commit - t_plan,
+            t0.elapsed() - t_kernel_commit
+        );
+        Ok(done)
     }
 
     /// Applies what a jail's reader found in one batch of lines: bans for its tickets (kernel
@@ -1197,6 +1500,29 @@ mod tests {
             (0..200).any(|_| jitter(2, &r) > 0),
             "rndtime adds something sometimes"
         );
+    }
+
+    #[test]
+    fn compact_ban_answer_is_a_ban_result() {
+        let mut idx = Index::new();
+        let a = idx.slot("manual", 100, Some(700), &[], 2, 1);
+        let b = idx.slot("web", 50, None, &[80], 1, 1);
+        let done = BansDone {
+            jails: idx.jail_names().to_vec(),
+            bans: vec![
+                ("fd00:f2b::2:0:7".parse().expect("v6"), a, (0, 0)),
+                ("198.18.0.0/24".parse().expect("v4"), b, (5, 300)),
+            ],
+        };
+        let direct: BanResult =
+            serde_json::from_slice(&serde_json::to_vec(&done).expect("encode")).expect("decode");
+        assert_eq!(direct, done.to_result());
+        assert_eq!(direct.banned[0].ip, "fd00:f2b::2:0:7");
+        assert_eq!(direct.banned[1].jail, "web");
+        assert_eq!(direct.banned[1].until, None);
+        assert_eq!(direct.banned[1].packets, 5);
+        assert_eq!(direct.banned[0].since, 100);
+        assert_eq!(direct.banned[0].ban_count, 2);
     }
 
     #[test]

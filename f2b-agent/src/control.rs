@@ -3,6 +3,7 @@
 //! request gets an error response and the connection stays usable. Peer credentials
 //! (SO_PEERCRED) decide who may change state: uid 0 or members of `control_group`.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -14,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Notify, Semaphore, watch};
 
-use crate::bans::{BanManager, BanRequest};
+use crate::bans::{BanManager, BanRequest, BansDone};
 use crate::config::Config;
 
 /// Most connections served at once; further clients wait in the listen backlog.
@@ -150,6 +151,41 @@ impl Control {
         })
         .await
         .map_err(|e| format!("internal error: {e}"))?
+    }
+
+    /// The `ban` fast path ([`ban_fast`]) off the async workers. Hands `line` back, with the
+    /// response line when it was a ban request.
+    async fn ban_line(
+        self: &Arc<Self>,
+        line: Vec<u8>,
+        refuse: Option<String>,
+    ) -> (Vec<u8>, Option<Vec<u8>>) {
+        let mgr = self.manager.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let out = ban_fast(&line, refuse, |req| match mgr.lock() {
+                Ok(mut m) => m.ban_addrs(
+                    &req.ips,
+                    req.jail.as_deref(),
+                    req.time.as_deref(),
+                    req.force,
+                ),
+                Err(_) => Err("internal error: ban manager poisoned".to_string()),
+            });
+            (line, out)
+        })
+        .await;
+        match r {
+            Ok((line, out)) => {
+                if out.is_some() {
+                    self.bans_changed.notify_one();
+                }
+                (line, out)
+            }
+            Err(e) => (
+                Vec::new(),
+                Some(encode(&Response::err(format!("internal error: {e}")))),
+            ),
+        }
     }
 
     pub async fn handle(self: &Arc<Self>, req: Request) -> Response {
@@ -369,32 +405,179 @@ async fn connection(stream: UnixStream, ctl: Arc<Control>) -> std::io::Result<()
                 break;
             }
         }
-        let resp = if too_long {
-            Response::err(format!(
-                "request longer than {MAX_REQUEST_BYTES} bytes refused"
-            ))
-        } else {
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim();
-            if text.is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<Request>(text) {
-                Err(e) => Response::err(format!("bad request: {e}")),
-                Ok(req) if req.mutates() && !ctl.may_change(uid, gid, pid) => {
+        let t0 = Instant::now();
+        let denied = || {
+            format!(
+                "permission denied: uid {uid} may read but not change state (needs root or the control group)"
+            )
+        };
+        let mut fast = None;
+        if !too_long && memchr::memmem::find(&line, b"\"ban\"").is_some() {
+            let refuse = (!ctl.may_change(uid, gid, pid)).then(denied);
+            let (back, out) = ctl.ban_line(std::mem::take(&mut line), refuse).await;
+            line = back;
+            fast = out;
+        }
+        let mut out = match fast {
+            Some(out) => out,
+            None => {
+                let resp = if too_long {
                     Response::err(format!(
-                        "permission denied: uid {uid} may read but not change state (needs root or the control group)"
+                        "request longer than {MAX_REQUEST_BYTES} bytes refused"
                     ))
-                }
-                Ok(req) => ctl.handle(req).await,
+                } else {
+                    let text = String::from_utf8_lossy(&line);
+                    let text = text.trim();
+                    if text.is_empty() {
+                        continue;
+                    }
+                    match serde_json::from_str::<Request>(text) {
+                        Err(e) => Response::err(format!("bad request: {e}")),
+                        Ok(req) if req.mutates() && !ctl.may_change(uid, gid, pid) => {
+                            Response::err(denied())
+                        }
+                        Ok(req) => ctl.handle(req).await,
+                    }
+                };
+                encode(&resp)
             }
         };
-        let mut out = serde_json::to_vec(&resp)
-            .unwrap_or_else(|_| br#"{"ok":false,"error":"encoding"}"#.to_vec());
+        let t1 = t0.elapsed();
         out.push(b'\n');
+        let t2 = t0.elapsed();
         wr.write_all(&out).await?;
+        log::debug!(
+            "request of {} bytes: handled in {t1:?}, {} bytes answered in {:?}",
+            line.len(),
+            out.len(),
+            t0.elapsed() - t2
+        );
+        if line.len() + out.len() >= BIG_EXCHANGE {
+            drop(out);
+            tokio::task::spawn_blocking(release_free_memory);
+        }
         if too_long {
             return Ok(());
         }
+    }
+}
+
+fn encode(resp: &Response) -> Vec<u8> {
+    serde_json::to_vec(resp).unwrap_or_else(|_| br#"{"ok":false,"error":"encoding"}"#.to_vec())
+}
+
+/// A `ban` request as it arrives, addresses borrowed from the line: no per-address `String`
+/// and no buffering of the whole request in serde's untyped content, which an internally
+/// tagged enum ([`Request`]) needs. Same fields and rules as [`Request::Ban`].
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BanLine<'a> {
+    #[serde(borrow)]
+    cmd: Cow<'a, str>,
+    #[serde(borrow)]
+    ips: Vec<Cow<'a, str>>,
+    #[serde(default)]
+    jail: Option<String>,
+    #[serde(default)]
+    time: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+/// Applies `line` if it is a well-formed `ban` request and returns the response line
+/// (without its newline); None when it is anything else, for the general path to answer.
+/// `refuse` is the answer for a peer that may not change state.
+/// `apply` bans (the ban manager's [`BanManager::ban_addrs`]).
+fn ban_fast(
+    line: &[u8],
+    refuse: Option<String>,
+    apply: impl FnOnce(&BanLine<'_>) -> Result<BansDone, String>,
+) -> Option<Vec<u8>> {
+    let req: BanLine<'_> = serde_json::from_slice(line.trim_ascii()).ok()?;
+    if req.cmd != "ban" {
+        return None;
+    }
+    if let Some(msg) = refuse {
+        return Some(encode(&Response::err(msg)));
+    }
+    Some(match apply(&req) {
+        Ok(d) => {
+            // `Response::ok` would build a JSON tree of every ban first; write the same
+            // object straight out instead.
+            let mut out = Vec::with_capacity(64 + 160 * d.len());
+            out.extend_from_slice(br#"{"ok":true,"data":"#);
+            match serde_json::to_writer(&mut out, &d) {
+                Ok(()) => {
+                    out.push(b'}');
+                    out
+                }
+                Err(e) => encode(&Response::err(format!(
+                    "internal error encoding response: {e}"
+                ))),
+            }
+        }
+        Err(e) => encode(&Response::err(e)),
+    })
+}
+
+/// Requests or responses at least this long leave megabytes of freed temporaries behind.
+const BIG_EXCHANGE: usize = 1 << 20;
+
+/// Hands free heap pages back to the kernel (glibc keeps them otherwise, and the agent's
+/// resident size would stay at the peak of its largest request).
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases unused pages of the allocator's own heap.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ban_fast_path_takes_only_well_formed_bans() {
+        let never = |_: &BanLine<'_>| -> Result<BansDone, String> { panic!("must not ban") };
+        for other in [
+            r#"{"cmd":"unban","ips":["198.18.0.7"]}"#,
+            r#"{"cmd":"unban","ips":[],"all":true}"#,
+            r#"{"cmd":"ban","ips":["198.18.0.7"],"bogus":1}"#,
+            r#"{"cmd":"ban"}"#,
+            r#"{"cmd":"list","jail":"ban"}"#,
+            "not json \"ban\"",
+        ] {
+            assert!(ban_fast(other.as_bytes(), None, never).is_none(), "{other}");
+        }
+        let line = br#" {"ips":["198.18.0.7","fd00:f2b::\u0031"],"cmd":"ban","jail":"sshd","time":"1h","force":true}
+"#;
+        let refused =
+            ban_fast(line, Some("permission denied: uid 7".into()), never).expect("a ban request");
+        let r: Response = serde_json::from_slice(&refused).expect("response");
+        assert_eq!(r.error.as_deref(), Some("permission denied: uid 7"));
+        let mut seen = None;
+        let out = ban_fast(line, None, |req| {
+            seen = Some((
+                req.ips.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                req.jail.clone(),
+                req.time.clone(),
+                req.force,
+            ));
+            Err("unknown jail \"sshd\"".into())
+        })
+        .expect("a ban request");
+        assert_eq!(
+            seen,
+            Some((
+                vec!["198.18.0.7".to_string(), "fd00:f2b::1".to_string()],
+                Some("sshd".into()),
+                Some("1h".into()),
+                true
+            ))
+        );
+        let r: Response = serde_json::from_slice(&out).expect("response");
+        assert!(!r.ok);
+        assert_eq!(r.error.as_deref(), Some("unknown jail \"sshd\""));
     }
 }

@@ -584,6 +584,16 @@ impl Kernel {
         }
     }
 
+    /// Batch writers for the two exact-ban hash maps that threads can share: a restore of a
+    /// million bans spreads the kernel's hash inserts (its largest cost) over the CPUs.
+    pub fn exact_writer(&self) -> ExactWriter<'_> {
+        let fds = self.fds();
+        ExactWriter {
+            v4: fds[0].0,
+            v6: fds[1].0,
+        }
+    }
+
     /// Removes many ban entries with `BPF_MAP_DELETE_BATCH`; missing ones are skipped.
     /// Returns how many were removed.
     pub fn remove_bans(&mut self, nets: &[IpNet]) -> Result<usize, KernelError> {
@@ -699,6 +709,64 @@ impl Kernel {
             out.insert(name.to_string(), sum);
         }
         out
+    }
+}
+
+/// Exact (host) ban entries in kernel layout, bound for one hash map.
+pub enum ExactChunk {
+    V4(Vec<[u8; 4]>, Vec<BanValue>),
+    V6(Vec<[u8; 16]>, Vec<BanValue>),
+}
+
+impl ExactChunk {
+    pub fn len(&self) -> usize {
+        match self {
+            ExactChunk::V4(k, _) => k.len(),
+            ExactChunk::V6(k, _) => k.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The entries from `from` on, as ban items (to retry one by one).
+    fn items_from(&self, from: usize) -> Vec<(IpNet, BanValue)> {
+        match self {
+            ExactChunk::V4(k, v) => k[from.min(k.len())..]
+                .iter()
+                .zip(&v[from.min(v.len())..])
+                .map(|(k, v)| (IpNet::host(IpAddr::from(*k)), *v))
+                .collect(),
+            ExactChunk::V6(k, v) => k[from.min(k.len())..]
+                .iter()
+                .zip(&v[from.min(v.len())..])
+                .map(|(k, v)| (IpNet::host(IpAddr::from(*k)), *v))
+                .collect(),
+        }
+    }
+}
+
+/// See [`Kernel::exact_writer`]. Only borrows the map fds, so it is `Send + Sync`.
+#[derive(Clone, Copy)]
+pub struct ExactWriter<'a> {
+    v4: BorrowedFd<'a>,
+    v6: BorrowedFd<'a>,
+}
+
+impl ExactWriter<'_> {
+    /// Writes the chunk with `BPF_MAP_UPDATE_BATCH`. When the kernel refuses an entry, the
+    /// entries not written (the refused one first) come back, for [`Kernel::put_bans_each`]
+    /// to retry one by one and report.
+    pub fn write(&self, chunk: &ExactChunk) -> Vec<(IpNet, BanValue)> {
+        let r = match chunk {
+            ExactChunk::V4(k, v) => batch::update(self.v4, k, v),
+            ExactChunk::V6(k, v) => batch::update(self.v6, k, v),
+        };
+        match r {
+            Ok(()) => Vec::new(),
+            Err(e) => chunk.items_from(e.done),
+        }
     }
 }
 

@@ -98,7 +98,23 @@ fn init_logging(logfile: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// Caps glibc's malloc arenas before any thread starts. By default every thread that
+/// allocates while another holds the lock gets its own arena (up to 8 per core); the tokio
+/// blocking threads that serve f2b-ctl then each keep the freed temporaries of a
+/// 50k-address request in their own arena, and the agent's peak grows with every arena.
+/// Measured with 1M bans inserted in 50k-address requests: VmHWM 292 MiB with the default,
+/// 211 MiB with one arena. The per-line hot path does not allocate, so the shared arena's
+/// lock is not contended there.
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let args = Args::parse();
     let overrides = Overrides {
         config_path: args.config.clone(),
@@ -195,7 +211,9 @@ async fn run(overrides: Overrides) -> Result<()> {
     let prepared = f2b_agent::runner::prepare(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
     let t0 = Instant::now();
     let store = Store::open(&cfg.database)?;
+    log::debug!("database open after {:?}", t0.elapsed());
     let kernel = Kernel::load(&cfg.pin_dir, cfg.maps)?;
+    log::debug!("XDP object and maps loaded after {:?}", t0.elapsed());
     let mut mgr = BanManager::new(cfg.clone(), kernel, store);
     // Maps first, then attach: a freshly attached program never runs with empty maps.
     let r = mgr

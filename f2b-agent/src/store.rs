@@ -885,6 +885,31 @@ impl Store {
         self.mark().wait();
     }
 
+    /// In one durable transaction: writes `rows` and deletes `remove`, leaving the history
+    /// alone. Takes back a commit whose bans never took effect (the kernel refused them).
+    pub fn put_back(
+        &self,
+        rows: &[(IpNet, BanRef<'_>)],
+        remove: &[IpNet],
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| db_err("begin", e))?;
+        {
+            let mut bans = txn.open_table(BANS).map_err(|e| db_err("open bans", e))?;
+            let mut row = Vec::with_capacity(64);
+            for (ip, ban) in rows {
+                row.clear();
+                encode_ban(ban, &mut row);
+                bans.insert(net_key(ip).as_bytes(), row.as_slice())
+                    .map_err(|e| db_err("write ban", e))?;
+            }
+            for ip in remove {
+                bans.remove(net_key(ip).as_bytes())
+                    .map_err(|e| db_err("delete ban", e))?;
+            }
+        }
+        txn.commit().map_err(|e| db_err("commit", e))
+    }
+
     pub fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.barrier();
         let txn = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
@@ -1052,6 +1077,28 @@ mod tests {
         )
         .unwrap();
         assert!(s.positions("sshd").unwrap().is_empty());
+    }
+
+    #[test]
+    fn put_back_restores_rows_without_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("f2b.redb")).unwrap();
+        let a: IpNet = "198.18.0.7".parse().unwrap();
+        let b: IpNet = "198.18.0.8".parse().unwrap();
+        let old = ban("sshd", Some(500), 2);
+        s.apply(&[(a, old.clone())], &[]).unwrap();
+        // A request that took a over into "manual" and added b, then was refused.
+        s.apply(
+            &[
+                (a, ban("manual", Some(900), 3)),
+                (b, ban("manual", None, 1)),
+            ],
+            &[],
+        )
+        .unwrap();
+        s.put_back(&[(a, old.as_ref())], &[b]).unwrap();
+        assert_eq!(s.load_bans().unwrap(), vec![(a, old)]);
+        assert_eq!(s.history(&[b]).unwrap(), vec![0], "b never ended a ban");
     }
 
     #[test]

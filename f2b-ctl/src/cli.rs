@@ -80,8 +80,17 @@ pub enum Command {
     /// Ban addresses or prefixes by hand.
     Ban {
         /// IPv4/IPv6 addresses or CIDR prefixes.
-        #[arg(value_name = "IP|CIDR", required = true, value_parser = parse_target)]
+        #[arg(
+            value_name = "IP|CIDR",
+            required_unless_present = "file",
+            value_parser = parse_target
+        )]
         targets: Vec<IpNet>,
+
+        /// Also ban the addresses/prefixes listed in FILE (`-`: standard input), separated
+        /// by whitespace or newlines; `#` starts a comment. All go in one request.
+        #[arg(long, short = 'f', value_name = "FILE")]
+        file: Option<PathBuf>,
 
         /// Jail the ban belongs to (default: "manual").
         #[arg(long, short, value_name = "J", value_parser = parse_jail)]
@@ -153,6 +162,7 @@ impl Command {
                 jail,
                 time,
                 force,
+                file: _,
             } => Request::Ban {
                 ips: normalise(targets),
                 jail: jail.clone(),
@@ -170,6 +180,51 @@ impl Command {
             Command::Stop { detach } => Request::Stop { detach: *detach },
             Command::Regex(_) => return None,
         })
+    }
+}
+
+impl Command {
+    /// The command with the addresses of `ban --file` read and added to its targets (after
+    /// those on the command line). A bad address is a usage error naming the file and line.
+    pub fn with_file_targets(&self) -> Result<Option<Command>, String> {
+        let Command::Ban {
+            targets,
+            jail,
+            time,
+            force,
+            file: Some(path),
+        } = self
+        else {
+            return Ok(None);
+        };
+        let shown = path.display();
+        let text = if path.as_os_str() == "-" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| format!("reading addresses from standard input: {e}"))?;
+            s
+        } else {
+            std::fs::read_to_string(path).map_err(|e| format!("reading {shown}: {e}"))?
+        };
+        let mut all = targets.clone();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("");
+            for word in line.split_whitespace() {
+                let net = parse_target(word)
+                    .map_err(|e| format!("{shown}:{}: invalid address {word:?}: {e}", n + 1))?;
+                all.push(net);
+            }
+        }
+        if all.is_empty() {
+            return Err(format!("{shown}: no address to ban"));
+        }
+        Ok(Some(Command::Ban {
+            targets: all,
+            jail: jail.clone(),
+            time: *time,
+            force: *force,
+            file: None,
+        }))
     }
 }
 
@@ -299,6 +354,62 @@ mod tests {
                 force: false,
             }
         );
+    }
+
+    #[test]
+    fn ban_file_adds_targets_and_names_bad_lines() {
+        let dir = std::env::temp_dir().join(format!("f2b-ctl-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.txt");
+        std::fs::write(
+            &good,
+            "# blocklist\n198.18.0.9\n\n  fd00:f2b::1 198.18.1.9/24 # two\n198.18.0.7\n",
+        )
+        .unwrap();
+        let cli = parse(&[
+            "ban",
+            "198.18.0.7",
+            "--file",
+            good.to_str().unwrap(),
+            "-t",
+            "1h",
+        ])
+        .unwrap();
+        let cmd = cli.command.with_file_targets().unwrap().unwrap();
+        assert_eq!(
+            cmd.to_request().unwrap(),
+            Request::Ban {
+                ips: vec![
+                    "198.18.0.7".into(),
+                    "198.18.0.9".into(),
+                    "fd00:f2b::1".into(),
+                    "198.18.1.0/24".into()
+                ],
+                jail: None,
+                time: Some("1h".into()),
+                force: false,
+            }
+        );
+        // --file alone is enough; without it an address is required.
+        let only = parse(&["ban", "-f", good.to_str().unwrap()]).unwrap();
+        assert!(only.command.with_file_targets().unwrap().is_some());
+        usage_err(&["ban", "--time", "1h"]);
+        // No file: nothing to add.
+        let plain = parse(&["ban", "198.18.0.7"]).unwrap();
+        assert!(plain.command.with_file_targets().unwrap().is_none());
+        let bad = dir.join("bad.txt");
+        std::fs::write(&bad, "198.18.0.1\n198.18.0.2 nope\n").unwrap();
+        let cli = parse(&["ban", "--file", bad.to_str().unwrap()]).unwrap();
+        let e = cli.command.with_file_targets().unwrap_err();
+        assert!(e.contains("bad.txt:2:") && e.contains("\"nope\""), "{e}");
+        std::fs::write(&bad, "0.0.0.0/0\n").unwrap();
+        let e = cli.command.with_file_targets().unwrap_err();
+        assert!(e.contains("/0 prefix is refused"), "{e}");
+        std::fs::write(&bad, "# nothing\n").unwrap();
+        assert!(cli.command.with_file_targets().is_err());
+        let missing = parse(&["ban", "--file", "/nonexistent/f2b/list"]).unwrap();
+        assert!(missing.command.with_file_targets().is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

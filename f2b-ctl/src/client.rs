@@ -87,6 +87,21 @@ impl Client {
 
     /// Sends `req` and reads back one response, whatever its `ok`.
     pub fn exchange(&self, req: &Request) -> Result<Response, CtlError> {
+        let buf = self.exchange_raw(req)?;
+        self.decode(&buf)
+    }
+
+    /// Decodes a response line as [`Client::exchange_raw`] returned it.
+    pub fn decode(&self, line: &[u8]) -> Result<Response, CtlError> {
+        serde_json::from_slice(line).map_err(|e| CtlError::BadResponse {
+            socket: self.socket.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Sends `req` and returns the response line undecoded (for a caller that decodes a
+    /// large answer straight into its type, without a JSON tree first).
+    pub fn exchange_raw(&self, req: &Request) -> Result<Vec<u8>, CtlError> {
         let unreachable = |reason: String| CtlError::Unreachable {
             socket: self.socket.clone(),
             reason,
@@ -155,7 +170,7 @@ impl Client {
                 )));
             }
         }
-        serde_json::from_slice(&buf).map_err(|e| bad(e.to_string()))
+        Ok(buf)
     }
 }
 

@@ -20,6 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use cli::Cli;
 use client::Client;
+use f2b_common::proto::BanResult;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_REFUSED: u8 = 1;
@@ -28,14 +29,25 @@ pub const EXIT_UNREACHABLE: u8 = 3;
 
 /// Runs a parsed command line against the agent; returns the process exit code.
 pub fn run(cli: &Cli, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
-    let Some(req) = cli.command.to_request() else {
+    let with_file = match cli.command.with_file_targets() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(stderr, "error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let command = with_file.as_ref().unwrap_or(&cli.command);
+    let Some(req) = command.to_request() else {
         // The only command that does not talk to the agent.
-        return match &cli.command {
+        return match command {
             cli::Command::Regex(args) => regex::run(args, cli.json, stdout, stderr),
             _ => EXIT_USAGE,
         };
     };
     let client = Client::new(cli.socket_path(), cli.timeout);
+    if let (cli::Command::Ban { .. }, false) = (command, cli.json) {
+        return ban(&client, &req, stdout, stderr);
+    }
     let data = match client.call(&req) {
         Ok(d) => d,
         Err(e) => {
@@ -47,12 +59,85 @@ pub fn run(cli: &Cli, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
     let written = if cli.json {
         writeln!(stdout, "{data}")
     } else {
-        let r = output::render(&cli.command, &data, unix_now());
+        let r = output::render(command, &data, unix_now());
         for n in &r.notes {
             let _ = writeln!(stderr, "{n}");
         }
         stdout.write_all(r.stdout.as_bytes())
     };
+    finish(written, stdout, stderr)
+}
+
+/// `ban` for a person: the answer of a bulk ban lists every address, so it is decoded
+/// straight into [`BanResult`] rather than through a JSON tree (which cost more than the
+/// agent's work for 50k addresses). Any other shape goes the general way.
+fn ban(
+    client: &Client,
+    req: &f2b_common::proto::Request,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> u8 {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        ok: bool,
+        #[serde(default)]
+        data: Option<BanResult>,
+        #[serde(default)]
+        error: Option<String>,
+    }
+    let fail = |e: client::CtlError, stderr: &mut dyn Write| {
+        let _ = writeln!(stderr, "error: {e}");
+        e.exit_code()
+    };
+    let line = match client.exchange_raw(req) {
+        Ok(l) => l,
+        Err(e) => return fail(e, stderr),
+    };
+    let r = match serde_json::from_slice::<Answer>(&line) {
+        Ok(Answer {
+            ok: true,
+            data: Some(d),
+            ..
+        }) => output::Rendered::text(output::ban(&d, unix_now())),
+        Ok(Answer {
+            ok: false,
+            error: Some(e),
+            ..
+        }) => return fail(client::CtlError::Refused(e), stderr),
+        _ => {
+            let resp = match client.decode(&line) {
+                Ok(r) => r,
+                Err(e) => return fail(e, stderr),
+            };
+            if !resp.ok {
+                let e = client::CtlError::Refused(
+                    resp.error
+                        .unwrap_or_else(|| "the agent refused without saying why".into()),
+                );
+                return fail(e, stderr);
+            }
+            let data = resp.data.unwrap_or(serde_json::Value::Null);
+            output::render(
+                &cli::Command::Ban {
+                    targets: vec![],
+                    jail: None,
+                    time: None,
+                    force: false,
+                    file: None,
+                },
+                &data,
+                unix_now(),
+            )
+        }
+    };
+    for n in &r.notes {
+        let _ = writeln!(stderr, "{n}");
+    }
+    let written = stdout.write_all(r.stdout.as_bytes());
+    finish(written, stdout, stderr)
+}
+
+fn finish(written: std::io::Result<()>, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
     // The agent did what was asked; a closed stdout (`| head`) does not change that.
     match written.and_then(|()| stdout.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {

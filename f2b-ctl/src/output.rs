@@ -5,7 +5,7 @@
 
 use f2b_common::counters::NAMES;
 use f2b_common::proto::{
-    BanInfo, BanResult, JailStatus, ListData, PingData, StatsData, StatusData, UnbanResult,
+    BanResult, JailStatus, ListData, PingData, StatsData, StatusData, UnbanResult,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -21,7 +21,7 @@ pub struct Rendered {
 }
 
 impl Rendered {
-    fn text(stdout: String) -> Rendered {
+    pub fn text(stdout: String) -> Rendered {
         Rendered {
             stdout,
             notes: Vec::new(),
@@ -180,22 +180,33 @@ fn jail_status(s: &StatusData, name: &str) -> Result<String, String> {
     Ok(out)
 }
 
-fn ban(r: &BanResult, now: u64) -> String {
+pub fn ban(r: &BanResult, now: u64) -> String {
+    use std::fmt::Write as _;
     if r.banned.is_empty() {
         return "nothing banned\n".into();
     }
-    r.banned.iter().map(|b| ban_line(b, now)).collect()
+    let mut out = String::with_capacity(r.banned.len() * 96);
+    // A bulk ban gives most addresses the same end: format it once per run.
+    let mut until: Option<(Option<u64>, String)> = None;
+    for b in &r.banned {
+        if until.as_ref().is_none_or(|u| u.0 != b.until) {
+            until = Some((b.until, until_text(b.until, now)));
+        }
+        let text = until.as_ref().map_or("", |u| u.1.as_str());
+        let _ = writeln!(
+            out,
+            "banned {} in jail {} {} (ban #{})",
+            b.ip, b.jail, text, b.ban_count
+        );
+    }
+    out
 }
 
-fn ban_line(b: &BanInfo, now: u64) -> String {
-    let until = match b.until {
+fn until_text(until: Option<u64>, now: u64) -> String {
+    match until {
         None => "permanently".to_string(),
         Some(t) => format!("until {}, {}", utc(t), expires(Some(t), now)),
-    };
-    format!(
-        "banned {} in jail {} {} (ban #{})\n",
-        b.ip, b.jail, until, b.ban_count
-    )
+    }
 }
 
 fn unban(r: &UnbanResult) -> String {
@@ -481,6 +492,31 @@ mod tests {
         assert_eq!(utc(4_102_444_799), "2099-12-31 23:59:59 UTC");
     }
 
+    #[test]
+    fn bulk_ban_lines_each_get_their_own_end() {
+        let r: BanResult = serde_json::from_value(json!({"banned": [
+            ban_info("198.18.0.1", Some(NOW + 3600)),
+            ban_info("198.18.0.2", Some(NOW + 3600)),
+            ban_info("198.18.0.3", None),
+            ban_info("198.18.0.4", Some(NOW + 60)),
+        ]}))
+        .unwrap();
+        let out = ban(&r, NOW);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert!(
+            lines[0].starts_with("banned 198.18.0.1 in jail sshd until ")
+                && lines[0].ends_with(", in 1h (ban #2)"),
+            "{out}"
+        );
+        assert!(lines[1].ends_with(", in 1h (ban #2)"), "{out}");
+        assert_eq!(
+            lines[2],
+            "banned 198.18.0.3 in jail sshd permanently (ban #2)"
+        );
+        assert!(lines[3].ends_with(", in 1m (ban #2)"), "{out}");
+    }
+
     fn ban_info(ip: &str, until: Option<u64>) -> Value {
         json!({"ip": ip, "jail": "sshd", "since": NOW - 300, "until": until,
                "ban_count": 2, "packets": 1234, "bytes": 1_258_291})
@@ -516,6 +552,7 @@ mod tests {
             jail: None,
             time: None,
             force: false,
+            file: None,
         };
         let data = json!({"banned": [ban_info("198.18.0.7", Some(NOW + 3600)),
                                      ban_info("198.18.0.8", None)]});

@@ -892,6 +892,7 @@ impl Store {
         rows: &[(IpNet, BanRef<'_>)],
         remove: &[IpNet],
     ) -> Result<(), StoreError> {
+        self.barrier();
         let txn = self.db.begin_write().map_err(|e| db_err("begin", e))?;
         {
             let mut bans = txn.open_table(BANS).map_err(|e| db_err("open bans", e))?;

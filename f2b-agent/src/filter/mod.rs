@@ -31,9 +31,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aho_corasick::AhoCorasick;
 use regex::{CaptureLocations, Regex, RegexSet};
-use regex_automata::nfa::thompson::backtrack::{self, BoundedBacktracker};
+use regex_automata::nfa::thompson::{
+    self,
+    backtrack::{self, BoundedBacktracker},
+};
 use regex_automata::util::captures::Captures;
-use regex_automata::{Input, PatternSet, meta};
+use regex_automata::util::syntax;
+use regex_automata::{Anchored, Input, PatternSet, meta};
 use serde::Deserialize;
 
 use date::{DateMode, Tz};
@@ -176,6 +180,14 @@ struct Compiled {
     re: Regex,
     /// The same pattern for captures on lines short enough for its visited set.
     bt: Option<BoundedBacktracker>,
+    /// The same again for ASCII text (see [`ascii_syntax`]): a far smaller NFA, hence a far
+    /// smaller visited set to clear and walk. Same group indices.
+    abt: Option<BoundedBacktracker>,
+    /// Necessary conditions for a match at the start of a text, checked before the
+    /// backtracker is tried there: it starts with one of these (None: no such set)...
+    starts: Option<Vec<Vec<u8>>>,
+    /// ... and contains these literals in this order.
+    runs: Vec<memchr::memmem::Finder<'static>>,
     host: Vec<usize>,
     user: Vec<usize>,
     alt_user: Vec<usize>,
@@ -187,8 +199,21 @@ struct Compiled {
 impl Compiled {
     fn new(regex: Regex, groups: &[(String, Role)]) -> Compiled {
         let bt = BoundedBacktracker::new(regex.as_str()).ok();
+        let abt = BoundedBacktracker::builder()
+            .syntax(ascii_syntax())
+            .thompson(thompson::Config::new().utf8(false))
+            .build(regex.as_str())
+            .ok();
+        let starts = pattern::prefix_literals(regex.as_str());
+        let runs = pattern::ordered_runs(regex.as_str())
+            .iter()
+            .map(|r| memchr::memmem::Finder::new(r).into_owned())
+            .collect();
         let mut c = Compiled {
             bt,
+            abt,
+            starts,
+            runs,
             host: vec![],
             user: vec![],
             alt_user: vec![],
@@ -213,6 +238,45 @@ impl Compiled {
         }
         c
     }
+
+    /// The cheap necessary conditions for a match at the start of `t` (see `starts`, `runs`).
+    fn may_match_at_start(&self, t: &[u8]) -> bool {
+        if let Some(s) = &self.starts
+            && !s.iter().any(|l| t.starts_with(l))
+        {
+            return false;
+        }
+        let mut at = 0;
+        for f in &self.runs {
+            match f.find(&t[at..]) {
+                Some(i) => at += i + f.needle().len(),
+                None => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Syntax for engines that only ever see ASCII text: Unicode classes (`\d`, `\s`, `\w`,
+/// `\b`, `.`, `[^x]`, case folding) shrink to their ASCII parts, which on an ASCII
+/// haystack match exactly what the Unicode forms match, with NFAs a fraction of the size. A
+/// pattern that cannot be written so (a non-ASCII class) has no such engine; its lines take
+/// the Unicode one.
+fn ascii_syntax() -> syntax::Config {
+    syntax::Config::new().unicode(false).utf8(false)
+}
+
+/// A meta regex of `patterns` for ASCII text (see [`ascii_syntax`]).
+fn ascii_meta(patterns: &[&str], kind: regex_automata::MatchKind) -> Option<meta::Regex> {
+    meta::Regex::builder()
+        .syntax(ascii_syntax())
+        .configure(meta::Config::new().match_kind(kind).utf8_empty(false))
+        .build_many(patterns)
+        .ok()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -233,6 +297,9 @@ pub struct Filter {
     /// `^X` when prefregex is `^X(?P<content>.+)$` and X captures nothing (see
     /// [`pattern::prefix_before_content`]): the content found without a capturing search.
     pref_prefix: Option<Regex>,
+    /// Each engine below again for ASCII text, when the pattern can be written so (see
+    /// [`ascii_syntax`]); most log lines are ASCII.
+    ascii: AsciiEngines,
     /// All failregexes, matched as a set (every pattern that matches anywhere, like
     /// `RegexSet`): the first of them is the one whose captures are taken.
     fail_set: meta::Regex,
@@ -240,7 +307,20 @@ pub struct Filter {
     /// first check on a line that passed the prefilter, before prefregex and captures.
     quick_set: Option<RegexSet>,
     fail: Vec<Compiled>,
+    /// Longest content the failregexes are tried on one by one with their ASCII
+    /// backtrackers (see [`Filter::match_text`]); 0 when they cannot all be (one does not
+    /// start with `^`, or has no ASCII form).
+    direct_max: usize,
     ignore_set: Option<RegexSet>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct AsciiEngines {
+    pref_prefix: Option<meta::Regex>,
+    fail_set: Option<meta::Regex>,
+    quick_set: Option<meta::Regex>,
+    /// The failregexes leftmost-first, when all start with `^`.
+    first: Option<meta::Regex>,
 }
 
 /// A failure borrowed from the text that was matched: what [`Filter::scan`] reports
@@ -553,7 +633,7 @@ impl Filter {
             )),
             None => raw.prefregex.as_ref().map(|p| (p, key("prefregex"))),
         };
-        let (pref, pref_prefix) = match pref_src {
+        let (pref, pref_prefix_src) = match pref_src {
             None => (None, None),
             Some((p, o)) => {
                 let (c, re) = loader.compile(p, &o)?;
@@ -568,11 +648,11 @@ impl Filter {
                     && c.content.len() == 1;
                 let prefix = plain
                     .then(|| pattern::prefix_before_content(&re, c.content[0]))
-                    .flatten()
-                    .and_then(|x| Regex::new(&x).ok());
+                    .flatten();
                 (Some(c), prefix)
             }
         };
+        let pref_prefix = pref_prefix_src.as_deref().and_then(|x| Regex::new(x).ok());
         let pref_has_host = pref.as_ref().is_some_and(|p| !p.host.is_empty());
 
         // failregex and ignoreregex: the base lists, then the mode's (or only the mode's).
@@ -625,11 +705,34 @@ impl Filter {
             .build_many(&fail_res)
             .map_err(|e| FilterError::new(loader.file.clone(), None, format!("bad regex: {e}")))?;
         // Only an optimisation: any pattern it cannot make means no quick check.
-        let quick_set = fail_res
+        let quick_src = fail_res
             .iter()
             .map(|r| pattern::without_assertions(r))
-            .collect::<Option<Vec<String>>>()
-            .and_then(|q| RegexSet::new(q).ok());
+            .collect::<Option<Vec<String>>>();
+        let quick_set = quick_src.as_ref().and_then(|q| RegexSet::new(q).ok());
+        let ascii = AsciiEngines {
+            pref_prefix: pref_prefix
+                .as_ref()
+                .and_then(|x| ascii_meta(&[x.as_str()], regex_automata::MatchKind::LeftmostFirst)),
+            fail_set: ascii_meta(&strs(&fail_res), regex_automata::MatchKind::All),
+            first: fail_res
+                .iter()
+                .all(|r| pattern::starts_anchored(r))
+                .then(|| ascii_meta(&strs(&fail_res), regex_automata::MatchKind::LeftmostFirst))
+                .flatten(),
+            quick_set: quick_set.as_ref().and_then(|_| {
+                ascii_meta(&strs(quick_src.as_deref()?), regex_automata::MatchKind::All)
+            }),
+        };
+        let direct_max = fail
+            .iter()
+            .zip(&fail_res)
+            .map(|(c, r)| match &c.abt {
+                Some(bt) if pattern::starts_anchored(r) => bt.max_haystack_len(),
+                _ => 0,
+            })
+            .min()
+            .unwrap_or(0);
         let mut ign_res = Vec::with_capacity(ign_src.len());
         for (p, o) in &ign_src {
             let (_, re) = loader.compile(p, o)?;
@@ -695,8 +798,10 @@ impl Filter {
             tz,
             pref,
             pref_prefix,
+            ascii,
             fail_set,
             quick_set,
+            direct_max,
             fail,
             ignore_set,
         })
@@ -742,7 +847,17 @@ impl Filter {
     }
 
     fn match_after_prefilter(&self, line: &str, now: i64) -> LineMatch {
-        with_scratch(|s| match self.verdict(line, now, s) {
+        with_scratch(|s| match self.verdict(line, now, s, true) {
+            Verdict::Miss => LineMatch::Miss,
+            Verdict::Ignored => LineMatch::Ignored,
+            Verdict::Failure(f) => LineMatch::Failure(f.to_owned()),
+        })
+    }
+
+    /// [`Filter::match_line_unfiltered`] with the general (Unicode) engines only.
+    #[cfg(test)]
+    fn match_line_general(&self, line: &str, now: i64) -> LineMatch {
+        with_scratch(|s| match self.verdict(line, now, s, false) {
             Verdict::Miss => LineMatch::Miss,
             Verdict::Ignored => LineMatch::Ignored,
             Verdict::Failure(f) => LineMatch::Failure(f.to_owned()),
@@ -786,7 +901,7 @@ impl Filter {
                 // Both ends sit next to an ASCII byte (or the buffer's ends): char boundaries.
                 let raw = &chunk[start..end];
                 let line = raw.strip_suffix('\r').unwrap_or(raw);
-                if let Verdict::Failure(f) = self.verdict(line, now_unix, s) {
+                if let Verdict::Failure(f) = self.verdict(line, now_unix, s, true) {
                     on_failure(&f, start);
                 }
             }
@@ -796,7 +911,10 @@ impl Filter {
     /// Everything after the prefilter, cheapest check first: date position, the failregexes
     /// without assertions (one DFA pass, no captures), then prefregex and the captures of
     /// the failregex that matched.
-    fn verdict<'a>(&self, line: &'a str, now: i64, s: &'a mut Scratch) -> Verdict<'a> {
+    ///
+    /// `fast`: ASCII text may take the ASCII engines (always, but for the test that holds
+    /// them to the general ones).
+    fn verdict<'a>(&self, line: &'a str, now: i64, s: &'a mut Scratch, fast: bool) -> Verdict<'a> {
         let found = self.date.find(line, self.tz, now);
         let Scratch {
             buf,
@@ -814,20 +932,26 @@ impl Filter {
                 buf.as_str()
             }
         };
+        let ascii = fast && text.is_ascii();
         // Only worth a pass of its own when prefregex needs a capturing search.
-        if self.pref_prefix.is_none()
-            && self.pref.is_some()
-            && let Some(q) = &self.quick_set
-            && !q.is_match(text)
-        {
-            return Verdict::Miss;
+        if self.pref_prefix.is_none() && self.pref.is_some() {
+            let miss = match (&self.ascii.quick_set, &self.quick_set) {
+                (Some(q), _) if ascii => !q.is_match(text.as_bytes()),
+                (_, Some(q)) => !q.is_match(text),
+                _ => false,
+            };
+            if miss {
+                return Verdict::Miss;
+            }
         }
-        self.match_text(text, found.map(|f| f.time), locs, bts, pats)
+        self.match_text(text, ascii, found.map(|f| f.time), locs, bts, pats)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn match_text<'a>(
         &self,
         text: &'a str,
+        ascii: bool,
         time: Option<i64>,
         locs: &'a mut Vec<((u64, usize), CaptureLocations)>,
         bts: &'a mut Vec<((u64, usize), BtSlot)>,
@@ -835,13 +959,16 @@ impl Filter {
     ) -> Verdict<'a> {
         // Slots of prefregex, then of the failregex, both in the per-thread list.
         let mut pref_span: Option<(usize, usize)> = None;
-        let fast = match &self.pref_prefix {
-            Some(x) => match x.find(text) {
-                None => return Verdict::Miss,
-                Some(m) if m.end() < text.len() => Some(&text[m.end()..]),
-                Some(_) => None,
-            },
-            None => None,
+        let prefix_end = match (&self.ascii.pref_prefix, &self.pref_prefix) {
+            (Some(x), _) if ascii => Some(x.find(text.as_bytes()).map(|m| m.end())),
+            (_, Some(x)) => Some(x.find(text).map(|m| m.end())),
+            _ => None,
+        };
+        let fast = match prefix_end {
+            Some(None) => return Verdict::Miss,
+            // On an ASCII text every offset is a char boundary; else a match ends on one.
+            Some(Some(e)) if e < text.len() => Some(&text[e..]),
+            _ => None,
         };
         let content = match (&self.pref, fast) {
             (None, _) => text,
@@ -860,47 +987,95 @@ impl Filter {
         };
         // The first pattern that matches, as `RegexSet::matches` would say, without
         // allocating its answer.
-        let n = self.fail.len();
-        let ps = match pats {
-            Some(p) if p.capacity() >= n => p,
-            _ => pats.insert(PatternSet::new(n)),
-        };
-        ps.clear();
-        self.fail_set
-            .which_overlapping_matches(&Input::new(content), ps);
-        let Some(idx) = ps.iter().next().map(|p| p.as_usize()) else {
-            return Verdict::Miss;
+        // Backtrackers are keyed 2 * pattern (+ 1 for the ASCII one), capture locations by
+        // pattern: two lists.
+        let (idx, by_bt, key) = if ascii && content.len() <= self.direct_max {
+            // Every failregex starts with `^`: each is tried at the content's start only, in
+            // order, and the first that matches is the one `RegexSet` would name; a wrong
+            // one usually fails within a few bytes. Its captures come with the answer.
+            let mut hit = None;
+            for (idx, c) in self.fail.iter().enumerate() {
+                let Some(bt) = &c.abt else { break };
+                if !c.may_match_at_start(content.as_bytes()) {
+                    continue;
+                }
+                let key = (self.id, 2 * idx + 1);
+                let slot = bt_for(bts, key, bt);
+                let input = Input::new(content).anchored(Anchored::Yes);
+                if bt
+                    .try_search(&mut slot.cache, &input, &mut slot.caps)
+                    .is_ok()
+                    && slot.caps.is_match()
+                {
+                    hit = Some((idx, true, key));
+                    break;
+                }
+            }
+            match hit {
+                Some(h) => h,
+                None => return Verdict::Miss,
+            }
+        } else {
+            let n = self.fail.len();
+            let ps = match pats {
+                Some(p) if p.capacity() >= n => p,
+                _ => pats.insert(PatternSet::new(n)),
+            };
+            ps.clear();
+            let idx = match (&self.ascii.first, &self.ascii.fail_set) {
+                // All start with `^`: the leftmost-first match is the first pattern that
+                // matches, in one pass that stops where the first pattern's match does.
+                (Some(f), _) if ascii => f
+                    .find(Input::new(content).anchored(Anchored::Yes))
+                    .map(|m| m.pattern().as_usize()),
+                (_, Some(a)) if ascii => {
+                    a.which_overlapping_matches(&Input::new(content), ps);
+                    ps.iter().next().map(|p| p.as_usize())
+                }
+                _ => {
+                    self.fail_set
+                        .which_overlapping_matches(&Input::new(content), ps);
+                    ps.iter().next().map(|p| p.as_usize())
+                }
+            };
+            let Some(idx) = idx else {
+                return Verdict::Miss;
+            };
+            let c = &self.fail[idx];
+            let (bt, key) = match (&c.abt, &c.bt) {
+                (Some(a), _) if ascii => (Some(a), (self.id, 2 * idx + 1)),
+                (_, b) => (b.as_ref(), (self.id, 2 * idx)),
+            };
+            let by_bt = match bt {
+                Some(bt) if content.len() <= bt.max_haystack_len() => {
+                    let slot = bt_for(bts, key, bt);
+                    if bt
+                        .try_search(&mut slot.cache, &Input::new(content), &mut slot.caps)
+                        .is_err()
+                        || !slot.caps.is_match()
+                    {
+                        return Verdict::Miss;
+                    }
+                    true
+                }
+                _ => {
+                    let l = locs_for(locs, (self.id, idx), &c.re);
+                    if c.re.captures_read(l, content).is_none() {
+                        return Verdict::Miss;
+                    }
+                    false
+                }
+            };
+            (idx, by_bt, key)
         };
         let c = &self.fail[idx];
-        let key = (self.id, idx);
-        let by_bt = match &c.bt {
-            Some(bt) if content.len() <= bt.max_haystack_len() => {
-                let slot = bt_for(bts, key, bt);
-                if bt
-                    .try_search(&mut slot.cache, &Input::new(content), &mut slot.caps)
-                    .is_err()
-                    || !slot.caps.is_match()
-                {
-                    return Verdict::Miss;
-                }
-                true
-            }
-            _ => {
-                let l = locs_for(locs, key, &c.re);
-                if c.re.captures_read(l, content).is_none() {
-                    return Verdict::Miss;
-                }
-                false
-            }
-        };
-        let found = |k: &(u64, usize)| *k == key;
         let fl = if by_bt {
-            match bts.iter().find(|(k, _)| found(k)) {
+            match bts.iter().find(|(k, _)| *k == key) {
                 Some((_, s)) => Groups::Bt(&s.caps),
                 None => return Verdict::Miss,
             }
         } else {
-            match locs.iter().find(|(k, _)| found(k)) {
+            match locs.iter().find(|(k, _)| *k == (self.id, idx)) {
                 Some((_, l)) => Groups::Locs(l),
                 None => return Verdict::Miss,
             }

@@ -333,6 +333,48 @@ pub fn prefix_before_content(regex: &str, content_group: usize) -> Option<String
     Some(Hir::concat(v).to_string())
 }
 
+/// Literals one of which every match of `regex` starts with, when there are few (at most
+/// 16) and none is empty: a check of a text's first bytes that rules the pattern out for an
+/// anchored search at its start.
+pub fn prefix_literals(regex: &str) -> Option<Vec<Vec<u8>>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(regex)
+        .ok()?;
+    let mut ex = Extractor::new();
+    ex.kind(ExtractKind::Prefix).limit_total(16);
+    let seq = ex.extract(&hir);
+    let lits = seq.literals()?;
+    if lits.is_empty() || lits.len() > 16 || lits.iter().any(|l| l.as_bytes().is_empty()) {
+        return None;
+    }
+    Some(lits.iter().map(|l| l.as_bytes().to_vec()).collect())
+}
+
+/// Literal runs (of at least 3 bytes) that every match of `regex` contains, in this order
+/// and without overlap: finding each after the end of the one before is a necessary
+/// condition for a match.
+pub fn ordered_runs(regex: &str) -> Vec<Vec<u8>> {
+    let Ok(hir) = regex_syntax::ParserBuilder::new().build().parse(regex) else {
+        return Vec::new();
+    };
+    let mut runs = Vec::new();
+    walk(&hir, &mut runs);
+    runs.retain(|r| r.len() >= 3);
+    runs
+}
+
+/// Whether every match of `regex` starts at the start of the text (it begins with `^`, in
+/// each branch).
+pub fn starts_anchored(regex: &str) -> bool {
+    use regex_syntax::hir::Look;
+    regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(regex)
+        .is_ok_and(|h| h.properties().look_set_prefix().contains(Look::Start))
+}
+
 fn strip_looks(h: &Hir) -> Hir {
     match h.kind() {
         HirKind::Look(_) => Hir::empty(),

@@ -353,3 +353,32 @@ fn prefregex_prefix_shortcut_finds_the_same_content() {
     }
     assert!(used >= 3, "only {used} filters use the shortcut");
 }
+
+/// The ASCII engines (and the one-by-one anchored tries) give the same answers as the
+/// general ones on every stock filter's test lines.
+#[test]
+fn ascii_engines_agree_with_the_general_ones() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filters");
+    let mut failures = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "log") {
+            continue;
+        }
+        let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+        let (name, mode) = match stem.split_once('@') {
+            Some((n, m)) => (n.to_string(), Some(m.to_string())),
+            None => (stem, None),
+        };
+        let flt = Filter::load(&FilterSpec::Name(name), mode.as_deref()).unwrap();
+        for line in std::fs::read_to_string(&p).unwrap().lines() {
+            let fast = flt.match_line_unfiltered(line, NOW);
+            let general = flt.match_line_general(line, NOW);
+            assert_eq!(fast, general, "{p:?}: {line}");
+            if matches!(fast, LineMatch::Failure(_)) {
+                failures += 1;
+            }
+        }
+    }
+    assert!(failures > 100, "only {failures} failures in the test logs");
+}

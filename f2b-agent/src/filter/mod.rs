@@ -188,6 +188,8 @@ struct Compiled {
     starts: Option<Vec<Vec<u8>>>,
     /// ... and contains these literals in this order.
     runs: Vec<memchr::memmem::Finder<'static>>,
+    /// The runs for the raw line (split where a date may have been cut).
+    raw_runs: Vec<memchr::memmem::Finder<'static>>,
     host: Vec<usize>,
     user: Vec<usize>,
     alt_user: Vec<usize>,
@@ -209,11 +211,16 @@ impl Compiled {
             .iter()
             .map(|r| memchr::memmem::Finder::new(r).into_owned())
             .collect();
+        let raw_runs = pattern::ordered_raw_runs(regex.as_str())
+            .iter()
+            .map(|r| memchr::memmem::Finder::new(r).into_owned())
+            .collect();
         let mut c = Compiled {
             bt,
             abt,
             starts,
             runs,
+            raw_runs,
             host: vec![],
             user: vec![],
             alt_user: vec![],
@@ -246,16 +253,23 @@ impl Compiled {
         {
             return false;
         }
-        let mut at = 0;
-        for f in &self.runs {
-            match f.find(&t[at..]) {
-                Some(i) => at += i + f.needle().len(),
-                None => return false,
-            }
-        }
-        true
+        in_order(&self.runs, t)
     }
 }
+
+/// Whether each literal is found in `t` after the end of the one before.
+fn in_order(runs: &[memchr::memmem::Finder<'_>], t: &[u8]) -> bool {
+    let mut at = 0;
+    for f in runs {
+        match f.find(&t[at..]) {
+            Some(i) => at += i + f.needle().len(),
+            None => return false,
+        }
+    }
+    true
+}
+
+impl Compiled {}
 
 /// Syntax for engines that only ever see ASCII text: Unicode classes (`\d`, `\s`, `\w`,
 /// `\b`, `.`, `[^x]`, case folding) shrink to their ASCII parts, which on an ASCII
@@ -311,6 +325,9 @@ pub struct Filter {
     /// backtrackers (see [`Filter::match_text`]); 0 when they cannot all be (one does not
     /// start with `^`, or has no ASCII form).
     direct_max: usize,
+    /// Every failregex has literal runs to look for in the raw line (see
+    /// [`Filter::may_match_raw`]).
+    raw_gate: bool,
     ignore_set: Option<RegexSet>,
 }
 
@@ -802,6 +819,7 @@ impl Filter {
             fail_set,
             quick_set,
             direct_max,
+            raw_gate: fail.iter().all(|c| !c.raw_runs.is_empty()),
             fail,
             ignore_set,
         })
@@ -835,6 +853,9 @@ impl Filter {
         if let Some(pf) = &self.prefilter
             && !pf.is_match(line)
         {
+            return LineMatch::Miss;
+        }
+        if !self.may_match_raw(line.as_bytes()) {
             return LineMatch::Miss;
         }
         self.match_after_prefilter(line, now_unix)
@@ -901,11 +922,21 @@ impl Filter {
                 // Both ends sit next to an ASCII byte (or the buffer's ends): char boundaries.
                 let raw = &chunk[start..end];
                 let line = raw.strip_suffix('\r').unwrap_or(raw);
+                if !self.may_match_raw(line.as_bytes()) {
+                    continue;
+                }
                 if let Verdict::Failure(f) = self.verdict(line, now_unix, s, true) {
                     on_failure(&f, start);
                 }
             }
         });
+    }
+
+    /// The second half of the prefilter: whether some failregex's literal runs are all in
+    /// the raw line, in its order (a failregex sees the line with its date cut, and only
+    /// prefregex's content of it, where they would be in the same order).
+    fn may_match_raw(&self, line: &[u8]) -> bool {
+        !self.raw_gate || self.fail.iter().any(|c| in_order(&c.raw_runs, line))
     }
 
     /// Everything after the prefilter, cheapest check first: date position, the failregexes

@@ -362,7 +362,36 @@ pub fn ordered_runs(regex: &str) -> Vec<Vec<u8>> {
     let mut runs = Vec::new();
     walk(&hir, &mut runs);
     runs.retain(|r| r.len() >= 3);
-    runs
+    longest_in_order(runs)
+}
+
+/// Most literal runs checked per pattern: each is a substring search, and the longest few
+/// say nearly all that all of them say.
+const MAX_RUNS: usize = 2;
+
+/// The [`MAX_RUNS`] longest of `runs` (the first of equals), still in their order.
+fn longest_in_order(runs: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut by_len: Vec<usize> = (0..runs.len()).collect();
+    by_len.sort_by_key(|&i| std::cmp::Reverse(runs[i].len()));
+    by_len.truncate(MAX_RUNS);
+    by_len.sort_unstable();
+    by_len.into_iter().map(|i| runs[i].clone()).collect()
+}
+
+/// [`ordered_runs`] for the raw line, before its date is cut: each run is split where a cut
+/// date used to be (see [`required_literal`]), as the prefilter's literals are.
+pub fn ordered_raw_runs(regex: &str) -> Vec<Vec<u8>> {
+    let Ok(hir) = regex_syntax::ParserBuilder::new().build().parse(regex) else {
+        return Vec::new();
+    };
+    let mut runs = Vec::new();
+    walk(&hir, &mut runs);
+    longest_in_order(
+        runs.iter()
+            .flat_map(|r| split_at_cut(r))
+            .filter(|r| r.len() >= 3 && !r.contains(&b'\n'))
+            .collect(),
+    )
 }
 
 /// Whether every match of `regex` starts at the start of the text (it begins with `^`, in

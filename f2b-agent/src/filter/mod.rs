@@ -303,7 +303,7 @@ pub struct Filter {
     mode: Option<String>,
     /// Identifies this filter's capture slots in the per-thread scratch space.
     id: u64,
-    prefilter: Option<AhoCorasick>,
+    prefilter: Option<Prefilter>,
     literals: Vec<String>,
     date: DateMode,
     tz: Tz,
@@ -338,6 +338,32 @@ struct AsciiEngines {
     quick_set: Option<meta::Regex>,
     /// The failregexes leftmost-first, when all start with `^`.
     first: Option<meta::Regex>,
+}
+
+/// The literal search in front of everything (see the module docs).
+#[derive(Debug, Clone)]
+enum Prefilter {
+    One(memchr::memmem::Finder<'static>),
+    /// Teddy (SIMD), used directly: Aho-Corasick's own choice for literals that share
+    /// their first byte (nginx's all start with `"`) is a memchr for that byte, which stops
+    /// at every quote of a line.
+    Packed(aho_corasick::packed::Searcher),
+    Ac(AhoCorasick),
+}
+
+impl Prefilter {
+    /// Where the leftmost hit at or after `from` starts.
+    fn find(&self, b: &[u8], from: usize) -> Option<usize> {
+        match self {
+            Prefilter::One(f) => f.find(&b[from..]).map(|i| from + i),
+            Prefilter::Packed(p) => p
+                .find_in(b, aho_corasick::Span::from(from..b.len()))
+                .map(|m| m.start()),
+            Prefilter::Ac(ac) => ac
+                .find(aho_corasick::Input::new(b).span(from..b.len()))
+                .map(|m| m.start()),
+        }
+    }
 }
 
 /// A failure borrowed from the text that was matched: what [`Filter::scan`] reports
@@ -793,13 +819,27 @@ impl Filter {
                 // A literal containing another adds nothing to "contains any of them".
                 let all = l.clone();
                 l.retain(|a| !all.iter().any(|b| b != a && a.contains(b.as_str())));
-                let ac = AhoCorasick::builder()
-                    .match_kind(aho_corasick::MatchKind::LeftmostFirst)
-                    .build(&l)
-                    .map_err(|e| {
-                        loader.err(&key("literals"), format!("cannot build the prefilter: {e}"))
-                    })?;
-                (Some(ac), l)
+                let packed = aho_corasick::packed::Config::new()
+                    .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+                    .builder()
+                    .extend(&l)
+                    .build();
+                let pf = match (&l[..], packed) {
+                    ([one], _) => Prefilter::One(memchr::memmem::Finder::new(one).into_owned()),
+                    (_, Some(p)) => Prefilter::Packed(p),
+                    _ => Prefilter::Ac(
+                        AhoCorasick::builder()
+                            .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+                            .build(&l)
+                            .map_err(|e| {
+                                loader.err(
+                                    &key("literals"),
+                                    format!("cannot build the prefilter: {e}"),
+                                )
+                            })?,
+                    ),
+                };
+                (Some(pf), l)
             }
             _ => (None, Vec::new()),
         };
@@ -851,7 +891,7 @@ impl Filter {
     /// of stamps that have none.
     pub fn match_line(&self, line: &str, now_unix: i64) -> LineMatch {
         if let Some(pf) = &self.prefilter
-            && !pf.is_match(line)
+            && pf.find(line.as_bytes(), 0).is_none()
         {
             return LineMatch::Miss;
         }
@@ -902,15 +942,12 @@ impl Filter {
             while pos < b.len() {
                 let (start, end) = match &self.prefilter {
                     Some(pf) => {
-                        let Some(m) = pf.find(aho_corasick::Input::new(b).span(pos..b.len()))
-                        else {
+                        let Some(m) = pf.find(b, pos) else {
                             return;
                         };
                         // Literals hold no newline: the hit lies within one line.
-                        let start =
-                            memchr::memrchr(b'\n', &b[pos..m.start()]).map_or(pos, |i| pos + i + 1);
-                        let end = memchr::memchr(b'\n', &b[m.start()..])
-                            .map_or(b.len(), |i| m.start() + i);
+                        let start = memchr::memrchr(b'\n', &b[pos..m]).map_or(pos, |i| pos + i + 1);
+                        let end = memchr::memchr(b'\n', &b[m..]).map_or(b.len(), |i| m + i);
                         (start, end)
                     }
                     None => {

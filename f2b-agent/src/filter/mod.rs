@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aho_corasick::AhoCorasick;
 use regex::{CaptureLocations, Regex, RegexSet};
+use regex_automata::dfa::{Automaton, dense};
 use regex_automata::nfa::thompson::{
     self,
     backtrack::{self, BoundedBacktracker},
@@ -289,6 +290,24 @@ fn ascii_meta(patterns: &[&str], kind: regex_automata::MatchKind) -> Option<meta
         .ok()
 }
 
+/// Most memory a fully compiled DFA may take (per filter and pattern).
+const DENSE_LIMIT: usize = 1 << 20;
+
+/// An anchored, leftmost-first, fully compiled DFA of `pattern` for ASCII text.
+fn ascii_dense(pattern: &str) -> Option<dense::DFA<Vec<u32>>> {
+    dense::Builder::new()
+        .syntax(ascii_syntax())
+        .thompson(thompson::Config::new().utf8(false))
+        .configure(
+            dense::Config::new()
+                .start_kind(regex_automata::dfa::StartKind::Anchored)
+                .dfa_size_limit(Some(DENSE_LIMIT))
+                .determinize_size_limit(Some(4 * DENSE_LIMIT)),
+        )
+        .build(pattern)
+        .ok()
+}
+
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -334,6 +353,9 @@ pub struct Filter {
 #[derive(Debug, Clone, Default)]
 struct AsciiEngines {
     pref_prefix: Option<meta::Regex>,
+    /// The same fully compiled (no cache to consult, no strategy to pick per call), when it
+    /// fits in [`DENSE_LIMIT`] bytes.
+    pref_prefix_dense: Option<dense::DFA<Vec<u32>>>,
     fail_set: Option<meta::Regex>,
     quick_set: Option<meta::Regex>,
     /// The failregexes leftmost-first, when all start with `^`.
@@ -689,12 +711,16 @@ impl Filter {
                     && c.id.is_empty()
                     && c.nofail.is_empty()
                     && c.content.len() == 1;
-                let prefix = plain
-                    .then(|| pattern::prefix_before_content(&re, c.content[0]))
-                    .flatten();
+                let prefix = plain.then(|| {
+                    (
+                        pattern::prefix_before_content(&re, c.content[0], false),
+                        pattern::prefix_before_content(&re, c.content[0], true),
+                    )
+                });
                 (Some(c), prefix)
             }
         };
+        let (pref_prefix_src, ascii_prefix_src) = pref_prefix_src.unwrap_or_default();
         let pref_prefix = pref_prefix_src.as_deref().and_then(|x| Regex::new(x).ok());
         let pref_has_host = pref.as_ref().is_some_and(|p| !p.host.is_empty());
 
@@ -750,13 +776,19 @@ impl Filter {
         // Only an optimisation: any pattern it cannot make means no quick check.
         let quick_src = fail_res
             .iter()
-            .map(|r| pattern::without_assertions(r))
+            .map(|r| pattern::without_assertions(r, false))
             .collect::<Option<Vec<String>>>();
         let quick_set = quick_src.as_ref().and_then(|q| RegexSet::new(q).ok());
         let ascii = AsciiEngines {
-            pref_prefix: pref_prefix
-                .as_ref()
-                .and_then(|x| ascii_meta(&[x.as_str()], regex_automata::MatchKind::LeftmostFirst)),
+            // Only with the general one: the shortcut is off when that cannot be built.
+            pref_prefix_dense: ascii_prefix_src
+                .as_deref()
+                .filter(|_| pref_prefix.is_some())
+                .and_then(ascii_dense),
+            pref_prefix: ascii_prefix_src
+                .as_deref()
+                .filter(|_| pref_prefix.is_some())
+                .and_then(|x| ascii_meta(&[x], regex_automata::MatchKind::LeftmostFirst)),
             fail_set: ascii_meta(&strs(&fail_res), regex_automata::MatchKind::All),
             first: fail_res
                 .iter()
@@ -764,7 +796,11 @@ impl Filter {
                 .then(|| ascii_meta(&strs(&fail_res), regex_automata::MatchKind::LeftmostFirst))
                 .flatten(),
             quick_set: quick_set.as_ref().and_then(|_| {
-                ascii_meta(&strs(quick_src.as_deref()?), regex_automata::MatchKind::All)
+                let q = fail_res
+                    .iter()
+                    .map(|r| pattern::without_assertions(r, true))
+                    .collect::<Option<Vec<String>>>()?;
+                ascii_meta(&strs(&q), regex_automata::MatchKind::All)
             }),
         };
         let direct_max = fail
@@ -1027,9 +1063,16 @@ impl Filter {
     ) -> Verdict<'a> {
         // Slots of prefregex, then of the failregex, both in the per-thread list.
         let mut pref_span: Option<(usize, usize)> = None;
-        let prefix_end = match (&self.ascii.pref_prefix, &self.pref_prefix) {
-            (Some(x), _) if ascii => Some(x.find(text.as_bytes()).map(|m| m.end())),
-            (_, Some(x)) => Some(x.find(text).map(|m| m.end())),
+        let dense = match &self.ascii.pref_prefix_dense {
+            Some(d) if ascii => d
+                .try_search_fwd(&Input::new(text.as_bytes()).anchored(Anchored::Yes))
+                .ok(),
+            _ => None,
+        };
+        let prefix_end = match (dense, &self.ascii.pref_prefix, &self.pref_prefix) {
+            (Some(hm), _, _) => Some(hm.map(|m| m.offset())),
+            (None, Some(x), _) if ascii => Some(x.find(text.as_bytes()).map(|m| m.end())),
+            (None, _, Some(x)) => Some(x.find(text).map(|m| m.end())),
             _ => None,
         };
         let fast = match prefix_end {

@@ -277,11 +277,11 @@ pub fn required_literals(regex: &str) -> Option<Vec<String>> {
 /// a superset of what the original matches anywhere in any context, so a text it does not
 /// match cannot contain a match of the original (of a substring such as prefregex's
 /// content either). Used as the cheap first check on candidate lines.
-pub fn without_assertions(regex: &str) -> Option<String> {
-    let hir = regex_syntax::ParserBuilder::new()
-        .build()
-        .parse(regex)
-        .ok()?;
+///
+/// `ascii`: parse (and so print) it for engines with Unicode off (see `ascii_syntax` in
+/// the filter module), whose syntax has no Unicode classes.
+pub fn without_assertions(regex: &str, ascii: bool) -> Option<String> {
+    let hir = parse(regex, ascii)?;
     Some(strip_looks(&hir).to_string())
 }
 
@@ -289,13 +289,11 @@ pub fn without_assertions(regex: &str) -> Option<String> {
 /// `^(?:X)`. Then the content is everything after the end of `^X`'s (leftmost-first) match,
 /// whenever that end is before the end of the text: `.+$` accepts any non-empty rest of a
 /// line, so the backtracking order that picks X's match is the same in both. One DFA pass
-/// instead of a capturing search. `content_group` is the content group's index.
-pub fn prefix_before_content(regex: &str, content_group: usize) -> Option<String> {
+/// instead of a capturing search. `content_group` is the content group's index; `ascii` as
+/// for [`without_assertions`].
+pub fn prefix_before_content(regex: &str, content_group: usize, ascii: bool) -> Option<String> {
     use regex_syntax::hir::{Dot, Look};
-    let hir = regex_syntax::ParserBuilder::new()
-        .build()
-        .parse(regex)
-        .ok()?;
+    let hir = parse(regex, ascii)?;
     let HirKind::Concat(parts) = hir.kind() else {
         return None;
     };
@@ -402,6 +400,16 @@ pub fn starts_anchored(regex: &str) -> bool {
         .build()
         .parse(regex)
         .is_ok_and(|h| h.properties().look_set_prefix().contains(Look::Start))
+}
+
+/// `regex` as HIR; with `ascii`, Unicode off (classes are byte classes).
+fn parse(regex: &str, ascii: bool) -> Option<Hir> {
+    regex_syntax::ParserBuilder::new()
+        .unicode(!ascii)
+        .utf8(!ascii)
+        .build()
+        .parse(regex)
+        .ok()
 }
 
 fn strip_looks(h: &Hir) -> Hir {
@@ -554,7 +562,7 @@ mod tests {
         let t = translate(r"^\S+ (?:error: )?<F-CONTENT>.+</F-CONTENT>$").unwrap();
         let re = regex::Regex::new(&t.regex).unwrap();
         let g = re.capture_names().position(|n| n.is_some()).unwrap();
-        let x = prefix_before_content(&t.regex, g).unwrap();
+        let x = prefix_before_content(&t.regex, g, false).unwrap();
         let m = regex::Regex::new(&x)
             .unwrap()
             .find("host error: boom")
@@ -567,14 +575,14 @@ mod tests {
             .capture_names()
             .position(|n| n == Some("content"))
             .unwrap_or(99);
-        assert_eq!(prefix_before_content(&t.regex, g), None);
+        assert_eq!(prefix_before_content(&t.regex, g, false), None);
         let t = translate(r"^x <F-CONTENT>.+</F-CONTENT> y$").unwrap();
-        assert_eq!(prefix_before_content(&t.regex, 1), None);
+        assert_eq!(prefix_before_content(&t.regex, 1, false), None);
     }
 
     #[test]
     fn stripped_assertions_match_a_superset() {
-        let re = without_assertions(r"^a\b(?P<x>b)+$").unwrap();
+        let re = without_assertions(r"^a\b(?P<x>b)+$", false).unwrap();
         let r = regex::Regex::new(&re).unwrap();
         assert!(r.is_match("xx ab yy"));
         assert!(!r.is_match("xx a yy"));

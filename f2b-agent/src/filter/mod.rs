@@ -189,6 +189,9 @@ struct Compiled {
     starts: Option<Vec<Vec<u8>>>,
     /// ... and contains these literals in this order.
     runs: Vec<memchr::memmem::Finder<'static>>,
+    /// The capture-free tail checked by a reverse DFA and the head whose captures are taken
+    /// on the text cut where the tail starts (see [`pattern::split_tail`]); ASCII engines.
+    tail: Option<Box<Tail>>,
     /// The runs for the raw line (split where a date may have been cut).
     raw_runs: Vec<memchr::memmem::Finder<'static>>,
     host: Vec<usize>,
@@ -216,7 +219,12 @@ impl Compiled {
             .iter()
             .map(|r| memchr::memmem::Finder::new(r).into_owned())
             .collect();
+        let tail = abt
+            .as_ref()
+            .and_then(|_| Tail::new(regex.as_str()))
+            .map(Box::new);
         let mut c = Compiled {
+            tail,
             bt,
             abt,
             starts,
@@ -255,6 +263,58 @@ impl Compiled {
             return false;
         }
         in_order(&self.runs, t)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Tail {
+    /// `B$`, reversed, every match (overlapping), anchored at the end of the text.
+    rev: dense::DFA<Vec<u32>>,
+    /// `H$`.
+    head: BoundedBacktracker,
+}
+
+impl Tail {
+    fn new(regex: &str) -> Option<Tail> {
+        let (head, tail) = pattern::split_tail(regex)?;
+        let rev = dense::Builder::new()
+            .syntax(ascii_syntax())
+            .thompson(thompson::Config::new().utf8(false).reverse(true))
+            .configure(
+                dense::Config::new()
+                    .match_kind(regex_automata::MatchKind::All)
+                    .start_kind(regex_automata::dfa::StartKind::Anchored)
+                    .dfa_size_limit(Some(DENSE_LIMIT))
+                    .determinize_size_limit(Some(4 * DENSE_LIMIT)),
+            )
+            .build(&tail)
+            .ok()?;
+        let head = BoundedBacktracker::builder()
+            .syntax(ascii_syntax())
+            .thompson(thompson::Config::new().utf8(false))
+            .build(&head)
+            .ok()?;
+        Some(Tail { rev, head })
+    }
+
+    /// Where the tail can start in `t`: Ok(None) nowhere, Ok(Some(q)) at `q` only, Err
+    /// at several places (or the DFA gave up).
+    fn start(&self, t: &[u8]) -> Result<Option<usize>, ()> {
+        let input = Input::new(t).anchored(Anchored::Yes);
+        let mut st = regex_automata::dfa::OverlappingState::start();
+        self.rev
+            .try_search_overlapping_rev(&input, &mut st)
+            .map_err(|_| ())?;
+        let Some(first) = st.get_match() else {
+            return Ok(None);
+        };
+        self.rev
+            .try_search_overlapping_rev(&input, &mut st)
+            .map_err(|_| ())?;
+        match st.get_match() {
+            None => Ok(Some(first.offset())),
+            Some(_) => Err(()),
+        }
     }
 }
 
@@ -1110,9 +1170,17 @@ impl Filter {
                 if !c.may_match_at_start(content.as_bytes()) {
                     continue;
                 }
-                let key = (self.id, 2 * idx + 1);
+                // The whole pattern, or its head up to where its tail must start.
+                let (bt, key, hay) =
+                    match c.tail.as_deref().map(|t| (t, t.start(content.as_bytes()))) {
+                        Some((_, Ok(None))) => continue,
+                        Some((t, Ok(Some(q)))) => {
+                            (&t.head, (self.id, usize::MAX - 1 - idx), &content[..q])
+                        }
+                        _ => (bt, (self.id, 2 * idx + 1), content),
+                    };
                 let slot = bt_for(bts, key, bt);
-                let input = Input::new(content).anchored(Anchored::Yes);
+                let input = Input::new(hay).anchored(Anchored::Yes);
                 if bt
                     .try_search(&mut slot.cache, &input, &mut slot.caps)
                     .is_ok()

@@ -402,6 +402,46 @@ pub fn starts_anchored(regex: &str) -> bool {
         .is_ok_and(|h| h.properties().look_set_prefix().contains(Look::Start))
 }
 
+/// For an ASCII engine: `regex` split as `H B` where `B` is the part after the last capture
+/// group at the top level, when `B` ends with `$`, cannot match the empty string and has no
+/// other assertion, and `H` has none but a leading `^`: (`H$`, `B$`). Then when `B$`
+/// matches a text's suffix at exactly one position `q`, a match of the whole has its `H`
+/// part end at `q`, and its captures are those of `H$` on the text cut at `q` (leftmost-first
+/// explores the same `H` paths in the same order; `B` captures nothing).
+pub fn split_tail(regex: &str) -> Option<(String, String)> {
+    use regex_syntax::hir::{Look, LookSet};
+    let hir = parse(regex, true)?;
+    let HirKind::Concat(parts) = hir.kind() else {
+        return None;
+    };
+    let k = parts
+        .iter()
+        .rposition(|p| p.properties().explicit_captures_len() > 0)?;
+    let (h, b) = (&parts[..=k], &parts[k + 1..]);
+    let end = Hir::look(Look::End);
+    if b.last() != Some(&end) {
+        return None;
+    }
+    let only = |hs: &[Hir], allowed: LookSet| {
+        hs.iter()
+            .all(|p| p.properties().look_set().subtract(allowed).is_empty())
+    };
+    let start = LookSet::singleton(Look::Start);
+    if !only(b, LookSet::singleton(Look::End))
+        || !only(&h[..1], start)
+        || !only(&h[1..], LookSet::empty())
+    {
+        return None;
+    }
+    let tail = Hir::concat(b.to_vec());
+    if tail.properties().minimum_len().is_none_or(|n| n == 0) {
+        return None;
+    }
+    let mut head = h.to_vec();
+    head.push(end);
+    Some((Hir::concat(head).to_string(), tail.to_string()))
+}
+
 /// `regex` as HIR; with `ascii`, Unicode off (classes are byte classes).
 fn parse(regex: &str, ascii: bool) -> Option<Hir> {
     regex_syntax::ParserBuilder::new()

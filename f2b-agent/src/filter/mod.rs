@@ -298,23 +298,35 @@ impl Tail {
     }
 
     /// Where the tail can start in `t`: Ok(None) nowhere, Ok(Some(q)) at `q` only, Err
-    /// at several places (or the DFA gave up).
+    /// at several places (or the DFA gave up). The DFA is stepped by hand, right to left: a
+    /// match state after the byte at `at` means a match starting at `at + 1`. (The
+    /// library's overlapping search, which would say the same, costs several times a plain
+    /// step per byte.)
     fn start(&self, t: &[u8]) -> Result<Option<usize>, ()> {
+        let rev = &self.rev;
         let input = Input::new(t).anchored(Anchored::Yes);
-        let mut st = regex_automata::dfa::OverlappingState::start();
-        self.rev
-            .try_search_overlapping_rev(&input, &mut st)
-            .map_err(|_| ())?;
-        let Some(first) = st.get_match() else {
-            return Ok(None);
-        };
-        self.rev
-            .try_search_overlapping_rev(&input, &mut st)
-            .map_err(|_| ())?;
-        match st.get_match() {
-            None => Ok(Some(first.offset())),
+        let mut found = None;
+        let mut hit = |q: usize| match found.replace(q) {
+            None => Ok(()),
             Some(_) => Err(()),
+        };
+        let mut sid = rev.start_state_reverse(&input).map_err(|_| ())?;
+        for at in (0..t.len()).rev() {
+            sid = rev.next_state(sid, t[at]);
+            if rev.is_special_state(sid) {
+                if rev.is_match_state(sid) {
+                    hit(at + 1)?;
+                } else if rev.is_dead_state(sid) {
+                    return Ok(found);
+                } else if rev.is_quit_state(sid) {
+                    return Err(());
+                }
+            }
         }
+        if rev.is_match_state(rev.next_eoi_state(sid)) {
+            hit(0)?;
+        }
+        Ok(found)
     }
 }
 

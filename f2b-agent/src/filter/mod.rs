@@ -3,14 +3,17 @@
 //! This is the matcher of the ripgrep split: synchronous, no I/O, no tokio, no knowledge of
 //! files or jails. Sources hand it `&str` lines; jails count what it returns. Per line:
 //!
-//! 1. literal prefilter: one Aho-Corasick automaton over a literal each failregex requires
-//!    (derived from the pattern, or the filter's `literals`); a line containing none is a
-//!    [`LineMatch::Miss`] without any regex or date work. This is what most lines hit.
+//! 1. literal prefilter: one searcher (memmem, Teddy or Aho-Corasick) over a literal each
+//!    failregex requires (derived from the pattern, or the filter's `literals`); a line
+//!    containing none is a [`LineMatch::Miss`] without any regex or date work. This is what
+//!    most lines hit. Then some failregex's longest literal runs must be in the line, in order.
 //! 2. date: the timestamp is found and cut out (fail2ban does the same, and its patterns,
 //!    anchored with `^`, assume it), giving its Unix time.
 //! 3. `prefregex`, when the filter has one: its `<F-CONTENT>` part is what failregex sees.
-//! 4. all failregexes as one `RegexSet`; only the first pattern that matched is run again
-//!    for its captures (`<HOST>`, `<F-USER>`, `<F-ID>`).
+//! 4. the first failregex that matches, with its captures (`<HOST>`, `<F-USER>`, `<F-ID>`):
+//!    on an ASCII line with engines compiled with Unicode off; when all start with `^`, each
+//!    tried in turn with a backtracker behind cheap literal checks (and a reverse DFA for a
+//!    capture-free tail); else one DFA pass names it and a backtracker takes its captures.
 //! 5. `ignoreregex` on the date-cut line turns a failure into [`LineMatch::Ignored`].
 //!
 //! A line that does not match allocates nothing: the date is cut into a reused per-thread

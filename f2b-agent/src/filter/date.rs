@@ -9,6 +9,8 @@
 //! `22/Nov/2026:04:16:03 +0000`, nginx error `2026/11/22 04:16:03`, MySQL `261122 4:16:03`,
 //! epoch seconds `1795321563[.123]` and TAI64N `@4000000065...`.
 
+use std::cell::Cell;
+
 use regex::Regex;
 
 /// Where zone-less timestamps are.
@@ -43,8 +45,36 @@ impl Tz {
     }
 }
 
+/// Span of the local-offset cache: an offset found equal at both ends of such a span is
+/// taken for the whole span. Wrong only if a zone changed its offset twice within 15
+/// minutes, which no zone in the tz database does.
+const OFFSET_SPAN: i64 = 900;
+
+thread_local! {
+    /// (span index, offset) of the last two spans asked for (the lines' and now's, for a
+    /// year guess): lines come in time order, and localtime_r (a lock and a zone table
+    /// walk) costs more than the rest of a date.
+    static OFFSET_CACHE: Cell<[(i64, i64); 2]> = const { Cell::new([(i64::MIN, 0); 2]) };
+}
+
 /// The local UTC offset at (about) `t`, from libc; 0 if libc cannot say.
 fn local_offset(t: i64) -> i64 {
+    let span = t.div_euclid(OFFSET_SPAN);
+    let cached = OFFSET_CACHE
+        .try_with(Cell::get)
+        .unwrap_or([(i64::MIN, 0); 2]);
+    if let Some(&(_, off)) = cached.iter().find(|(s, _)| *s == span) {
+        return off;
+    }
+    let off = local_offset_libc(t);
+    let first = span * OFFSET_SPAN;
+    if local_offset_libc(first) == off && local_offset_libc(first + OFFSET_SPAN - 1) == off {
+        let _ = OFFSET_CACHE.try_with(|c| c.set([(span, off), cached[0]]));
+    }
+    off
+}
+
+fn local_offset_libc(t: i64) -> i64 {
     let tt = t as libc::time_t;
     // SAFETY: `tm` is plain old data that localtime_r fills; both pointers are valid.
     unsafe {
@@ -889,5 +919,23 @@ mod tests {
             DateMode::parse(Some("none")).unwrap(),
             DateMode::Never
         ));
+    }
+
+    #[test]
+    fn cached_local_offset_is_libcs() {
+        // Back and forth over span edges, as lines and the year guess's "now" alternate.
+        for t in [
+            NOW,
+            NOW + 899,
+            NOW - 1,
+            NOW + 3600,
+            NOW,
+            0,
+            -1,
+            NOW + 86_400 * 200,
+        ] {
+            assert_eq!(local_offset(t), local_offset_libc(t), "{t}");
+            assert_eq!(local_offset(t), local_offset_libc(t), "{t} cached");
+        }
     }
 }

@@ -3,14 +3,17 @@
 //! This is the matcher of the ripgrep split: synchronous, no I/O, no tokio, no knowledge of
 //! files or jails. Sources hand it `&str` lines; jails count what it returns. Per line:
 //!
-//! 1. literal prefilter: one Aho-Corasick automaton over a literal each failregex requires
-//!    (derived from the pattern, or the filter's `literals`); a line containing none is a
-//!    [`LineMatch::Miss`] without any regex or date work. This is what most lines hit.
+//! 1. literal prefilter: one searcher (memmem, Teddy or Aho-Corasick) over a literal each
+//!    failregex requires (derived from the pattern, or the filter's `literals`); a line
+//!    containing none is a [`LineMatch::Miss`] without any regex or date work. This is what
+//!    most lines hit. Then some failregex's longest literal runs must be in the line, in order.
 //! 2. date: the timestamp is found and cut out (fail2ban does the same, and its patterns,
 //!    anchored with `^`, assume it), giving its Unix time.
 //! 3. `prefregex`, when the filter has one: its `<F-CONTENT>` part is what failregex sees.
-//! 4. all failregexes as one `RegexSet`; only the first pattern that matched is run again
-//!    for its captures (`<HOST>`, `<F-USER>`, `<F-ID>`).
+//! 4. the first failregex that matches, with its captures (`<HOST>`, `<F-USER>`, `<F-ID>`):
+//!    on an ASCII line with engines compiled with Unicode off; when all start with `^`, each
+//!    tried in turn with a backtracker behind cheap literal checks (and a reverse DFA for a
+//!    capture-free tail); else one DFA pass names it and a backtracker takes its captures.
 //! 5. `ignoreregex` on the date-cut line turns a failure into [`LineMatch::Ignored`].
 //!
 //! A line that does not match allocates nothing: the date is cut into a reused per-thread
@@ -31,9 +34,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aho_corasick::AhoCorasick;
 use regex::{CaptureLocations, Regex, RegexSet};
-use regex_automata::nfa::thompson::backtrack::{self, BoundedBacktracker};
+use regex_automata::dfa::{Automaton, dense};
+use regex_automata::nfa::thompson::{
+    self,
+    backtrack::{self, BoundedBacktracker},
+};
 use regex_automata::util::captures::Captures;
-use regex_automata::{Input, PatternSet, meta};
+use regex_automata::util::syntax;
+use regex_automata::{Anchored, Input, PatternSet, meta};
 use serde::Deserialize;
 
 use date::{DateMode, Tz};
@@ -176,6 +184,19 @@ struct Compiled {
     re: Regex,
     /// The same pattern for captures on lines short enough for its visited set.
     bt: Option<BoundedBacktracker>,
+    /// The same again for ASCII text (see [`ascii_syntax`]): a far smaller NFA, hence a far
+    /// smaller visited set to clear and walk. Same group indices.
+    abt: Option<BoundedBacktracker>,
+    /// Necessary conditions for a match at the start of a text, checked before the
+    /// backtracker is tried there: it starts with one of these (None: no such set)...
+    starts: Option<Vec<Vec<u8>>>,
+    /// ... and contains these literals in this order.
+    runs: Vec<memchr::memmem::Finder<'static>>,
+    /// The capture-free tail checked by a reverse DFA and the head whose captures are taken
+    /// on the text cut where the tail starts (see [`pattern::split_tail`]); ASCII engines.
+    tail: Option<Box<Tail>>,
+    /// The runs for the raw line (split where a date may have been cut).
+    raw_runs: Vec<memchr::memmem::Finder<'static>>,
     host: Vec<usize>,
     user: Vec<usize>,
     alt_user: Vec<usize>,
@@ -187,8 +208,31 @@ struct Compiled {
 impl Compiled {
     fn new(regex: Regex, groups: &[(String, Role)]) -> Compiled {
         let bt = BoundedBacktracker::new(regex.as_str()).ok();
+        let abt = BoundedBacktracker::builder()
+            .syntax(ascii_syntax())
+            .thompson(thompson::Config::new().utf8(false))
+            .build(regex.as_str())
+            .ok();
+        let starts = pattern::prefix_literals(regex.as_str());
+        let runs = pattern::ordered_runs(regex.as_str())
+            .iter()
+            .map(|r| memchr::memmem::Finder::new(r).into_owned())
+            .collect();
+        let raw_runs = pattern::ordered_raw_runs(regex.as_str())
+            .iter()
+            .map(|r| memchr::memmem::Finder::new(r).into_owned())
+            .collect();
+        let tail = abt
+            .as_ref()
+            .and_then(|_| Tail::new(regex.as_str()))
+            .map(Box::new);
         let mut c = Compiled {
+            tail,
             bt,
+            abt,
+            starts,
+            runs,
+            raw_runs,
             host: vec![],
             user: vec![],
             alt_user: vec![],
@@ -213,6 +257,134 @@ impl Compiled {
         }
         c
     }
+
+    /// The cheap necessary conditions for a match at the start of `t` (see `starts`, `runs`).
+    fn may_match_at_start(&self, t: &[u8]) -> bool {
+        if let Some(s) = &self.starts
+            && !s.iter().any(|l| t.starts_with(l))
+        {
+            return false;
+        }
+        in_order(&self.runs, t)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Tail {
+    /// `B$`, reversed, every match (overlapping), anchored at the end of the text.
+    rev: dense::DFA<Vec<u32>>,
+    /// `H$`.
+    head: BoundedBacktracker,
+}
+
+impl Tail {
+    fn new(regex: &str) -> Option<Tail> {
+        let (head, tail) = pattern::split_tail(regex)?;
+        let rev = dense::Builder::new()
+            .syntax(ascii_syntax())
+            .thompson(thompson::Config::new().utf8(false).reverse(true))
+            .configure(
+                dense::Config::new()
+                    .match_kind(regex_automata::MatchKind::All)
+                    .start_kind(regex_automata::dfa::StartKind::Anchored)
+                    .dfa_size_limit(Some(DENSE_LIMIT))
+                    .determinize_size_limit(Some(4 * DENSE_LIMIT)),
+            )
+            .build(&tail)
+            .ok()?;
+        let head = BoundedBacktracker::builder()
+            .syntax(ascii_syntax())
+            .thompson(thompson::Config::new().utf8(false))
+            .build(&head)
+            .ok()?;
+        Some(Tail { rev, head })
+    }
+
+    /// Where the tail can start in `t`: Ok(None) nowhere, Ok(Some(q)) at `q` only, Err
+    /// at several places (or the DFA gave up). The DFA is stepped by hand, right to left: a
+    /// match state after the byte at `at` means a match starting at `at + 1`. (The
+    /// library's overlapping search, which would say the same, costs several times a plain
+    /// step per byte.)
+    fn start(&self, t: &[u8]) -> Result<Option<usize>, ()> {
+        let rev = &self.rev;
+        let input = Input::new(t).anchored(Anchored::Yes);
+        let mut found = None;
+        let mut hit = |q: usize| match found.replace(q) {
+            None => Ok(()),
+            Some(_) => Err(()),
+        };
+        let mut sid = rev.start_state_reverse(&input).map_err(|_| ())?;
+        for at in (0..t.len()).rev() {
+            sid = rev.next_state(sid, t[at]);
+            if rev.is_special_state(sid) {
+                if rev.is_match_state(sid) {
+                    hit(at + 1)?;
+                } else if rev.is_dead_state(sid) {
+                    return Ok(found);
+                } else if rev.is_quit_state(sid) {
+                    return Err(());
+                }
+            }
+        }
+        if rev.is_match_state(rev.next_eoi_state(sid)) {
+            hit(0)?;
+        }
+        Ok(found)
+    }
+}
+
+/// Whether each literal is found in `t` after the end of the one before.
+fn in_order(runs: &[memchr::memmem::Finder<'_>], t: &[u8]) -> bool {
+    let mut at = 0;
+    for f in runs {
+        match f.find(&t[at..]) {
+            Some(i) => at += i + f.needle().len(),
+            None => return false,
+        }
+    }
+    true
+}
+
+impl Compiled {}
+
+/// Syntax for engines that only ever see ASCII text: Unicode classes (`\d`, `\s`, `\w`,
+/// `\b`, `.`, `[^x]`, case folding) shrink to their ASCII parts, which on an ASCII
+/// haystack match exactly what the Unicode forms match, with NFAs a fraction of the size. A
+/// pattern that cannot be written so (a non-ASCII class) has no such engine; its lines take
+/// the Unicode one.
+fn ascii_syntax() -> syntax::Config {
+    syntax::Config::new().unicode(false).utf8(false)
+}
+
+/// A meta regex of `patterns` for ASCII text (see [`ascii_syntax`]).
+fn ascii_meta(patterns: &[&str], kind: regex_automata::MatchKind) -> Option<meta::Regex> {
+    meta::Regex::builder()
+        .syntax(ascii_syntax())
+        .configure(meta::Config::new().match_kind(kind).utf8_empty(false))
+        .build_many(patterns)
+        .ok()
+}
+
+/// Most memory a fully compiled DFA may take (per filter and pattern).
+const DENSE_LIMIT: usize = 1 << 20;
+
+/// An anchored, leftmost-first, fully compiled DFA of `pattern` for ASCII text.
+fn ascii_dense(pattern: &str) -> Option<dense::DFA<Vec<u32>>> {
+    dense::Builder::new()
+        .syntax(ascii_syntax())
+        .thompson(thompson::Config::new().utf8(false))
+        .configure(
+            dense::Config::new()
+                .start_kind(regex_automata::dfa::StartKind::Anchored)
+                .dfa_size_limit(Some(DENSE_LIMIT))
+                .determinize_size_limit(Some(4 * DENSE_LIMIT)),
+        )
+        .build(pattern)
+        .ok()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -225,7 +397,7 @@ pub struct Filter {
     mode: Option<String>,
     /// Identifies this filter's capture slots in the per-thread scratch space.
     id: u64,
-    prefilter: Option<AhoCorasick>,
+    prefilter: Option<Prefilter>,
     literals: Vec<String>,
     date: DateMode,
     tz: Tz,
@@ -233,6 +405,9 @@ pub struct Filter {
     /// `^X` when prefregex is `^X(?P<content>.+)$` and X captures nothing (see
     /// [`pattern::prefix_before_content`]): the content found without a capturing search.
     pref_prefix: Option<Regex>,
+    /// Each engine below again for ASCII text, when the pattern can be written so (see
+    /// [`ascii_syntax`]); most log lines are ASCII.
+    ascii: AsciiEngines,
     /// All failregexes, matched as a set (every pattern that matches anywhere, like
     /// `RegexSet`): the first of them is the one whose captures are taken.
     fail_set: meta::Regex,
@@ -240,7 +415,52 @@ pub struct Filter {
     /// first check on a line that passed the prefilter, before prefregex and captures.
     quick_set: Option<RegexSet>,
     fail: Vec<Compiled>,
+    /// Longest content the failregexes are tried on one by one with their ASCII
+    /// backtrackers (see [`Filter::match_text`]); 0 when they cannot all be (one does not
+    /// start with `^`, or has no ASCII form).
+    direct_max: usize,
+    /// Every failregex has literal runs to look for in the raw line (see
+    /// [`Filter::may_match_raw`]).
+    raw_gate: bool,
     ignore_set: Option<RegexSet>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct AsciiEngines {
+    pref_prefix: Option<meta::Regex>,
+    /// The same fully compiled (no cache to consult, no strategy to pick per call), when it
+    /// fits in [`DENSE_LIMIT`] bytes.
+    pref_prefix_dense: Option<dense::DFA<Vec<u32>>>,
+    fail_set: Option<meta::Regex>,
+    quick_set: Option<meta::Regex>,
+    /// The failregexes leftmost-first, when all start with `^`.
+    first: Option<meta::Regex>,
+}
+
+/// The literal search in front of everything (see the module docs).
+#[derive(Debug, Clone)]
+enum Prefilter {
+    One(memchr::memmem::Finder<'static>),
+    /// Teddy (SIMD), used directly: Aho-Corasick's own choice for literals that share
+    /// their first byte (nginx's all start with `"`) is a memchr for that byte, which stops
+    /// at every quote of a line.
+    Packed(aho_corasick::packed::Searcher),
+    Ac(AhoCorasick),
+}
+
+impl Prefilter {
+    /// Where the leftmost hit at or after `from` starts.
+    fn find(&self, b: &[u8], from: usize) -> Option<usize> {
+        match self {
+            Prefilter::One(f) => f.find(&b[from..]).map(|i| from + i),
+            Prefilter::Packed(p) => p
+                .find_in(b, aho_corasick::Span::from(from..b.len()))
+                .map(|m| m.start()),
+            Prefilter::Ac(ac) => ac
+                .find(aho_corasick::Input::new(b).span(from..b.len()))
+                .map(|m| m.start()),
+        }
+    }
 }
 
 /// A failure borrowed from the text that was matched: what [`Filter::scan`] reports
@@ -553,7 +773,7 @@ impl Filter {
             )),
             None => raw.prefregex.as_ref().map(|p| (p, key("prefregex"))),
         };
-        let (pref, pref_prefix) = match pref_src {
+        let (pref, pref_prefix_src) = match pref_src {
             None => (None, None),
             Some((p, o)) => {
                 let (c, re) = loader.compile(p, &o)?;
@@ -566,13 +786,17 @@ impl Filter {
                     && c.id.is_empty()
                     && c.nofail.is_empty()
                     && c.content.len() == 1;
-                let prefix = plain
-                    .then(|| pattern::prefix_before_content(&re, c.content[0]))
-                    .flatten()
-                    .and_then(|x| Regex::new(&x).ok());
+                let prefix = plain.then(|| {
+                    (
+                        pattern::prefix_before_content(&re, c.content[0], false),
+                        pattern::prefix_before_content(&re, c.content[0], true),
+                    )
+                });
                 (Some(c), prefix)
             }
         };
+        let (pref_prefix_src, ascii_prefix_src) = pref_prefix_src.unwrap_or_default();
+        let pref_prefix = pref_prefix_src.as_deref().and_then(|x| Regex::new(x).ok());
         let pref_has_host = pref.as_ref().is_some_and(|p| !p.host.is_empty());
 
         // failregex and ignoreregex: the base lists, then the mode's (or only the mode's).
@@ -625,11 +849,44 @@ impl Filter {
             .build_many(&fail_res)
             .map_err(|e| FilterError::new(loader.file.clone(), None, format!("bad regex: {e}")))?;
         // Only an optimisation: any pattern it cannot make means no quick check.
-        let quick_set = fail_res
+        let quick_src = fail_res
             .iter()
-            .map(|r| pattern::without_assertions(r))
-            .collect::<Option<Vec<String>>>()
-            .and_then(|q| RegexSet::new(q).ok());
+            .map(|r| pattern::without_assertions(r, false))
+            .collect::<Option<Vec<String>>>();
+        let quick_set = quick_src.as_ref().and_then(|q| RegexSet::new(q).ok());
+        let ascii = AsciiEngines {
+            // Only with the general one: the shortcut is off when that cannot be built.
+            pref_prefix_dense: ascii_prefix_src
+                .as_deref()
+                .filter(|_| pref_prefix.is_some())
+                .and_then(ascii_dense),
+            pref_prefix: ascii_prefix_src
+                .as_deref()
+                .filter(|_| pref_prefix.is_some())
+                .and_then(|x| ascii_meta(&[x], regex_automata::MatchKind::LeftmostFirst)),
+            fail_set: ascii_meta(&strs(&fail_res), regex_automata::MatchKind::All),
+            first: fail_res
+                .iter()
+                .all(|r| pattern::starts_anchored(r))
+                .then(|| ascii_meta(&strs(&fail_res), regex_automata::MatchKind::LeftmostFirst))
+                .flatten(),
+            quick_set: quick_set.as_ref().and_then(|_| {
+                let q = fail_res
+                    .iter()
+                    .map(|r| pattern::without_assertions(r, true))
+                    .collect::<Option<Vec<String>>>()?;
+                ascii_meta(&strs(&q), regex_automata::MatchKind::All)
+            }),
+        };
+        let direct_max = fail
+            .iter()
+            .zip(&fail_res)
+            .map(|(c, r)| match &c.abt {
+                Some(bt) if pattern::starts_anchored(r) => bt.max_haystack_len(),
+                _ => 0,
+            })
+            .min()
+            .unwrap_or(0);
         let mut ign_res = Vec::with_capacity(ign_src.len());
         for (p, o) in &ign_src {
             let (_, re) = loader.compile(p, o)?;
@@ -673,13 +930,27 @@ impl Filter {
                 // A literal containing another adds nothing to "contains any of them".
                 let all = l.clone();
                 l.retain(|a| !all.iter().any(|b| b != a && a.contains(b.as_str())));
-                let ac = AhoCorasick::builder()
-                    .match_kind(aho_corasick::MatchKind::LeftmostFirst)
-                    .build(&l)
-                    .map_err(|e| {
-                        loader.err(&key("literals"), format!("cannot build the prefilter: {e}"))
-                    })?;
-                (Some(ac), l)
+                let packed = aho_corasick::packed::Config::new()
+                    .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+                    .builder()
+                    .extend(&l)
+                    .build();
+                let pf = match (&l[..], packed) {
+                    ([one], _) => Prefilter::One(memchr::memmem::Finder::new(one).into_owned()),
+                    (_, Some(p)) => Prefilter::Packed(p),
+                    _ => Prefilter::Ac(
+                        AhoCorasick::builder()
+                            .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+                            .build(&l)
+                            .map_err(|e| {
+                                loader.err(
+                                    &key("literals"),
+                                    format!("cannot build the prefilter: {e}"),
+                                )
+                            })?,
+                    ),
+                };
+                (Some(pf), l)
             }
             _ => (None, Vec::new()),
         };
@@ -695,8 +966,11 @@ impl Filter {
             tz,
             pref,
             pref_prefix,
+            ascii,
             fail_set,
             quick_set,
+            direct_max,
+            raw_gate: fail.iter().all(|c| !c.raw_runs.is_empty()),
             fail,
             ignore_set,
         })
@@ -728,8 +1002,11 @@ impl Filter {
     /// of stamps that have none.
     pub fn match_line(&self, line: &str, now_unix: i64) -> LineMatch {
         if let Some(pf) = &self.prefilter
-            && !pf.is_match(line)
+            && pf.find(line.as_bytes(), 0).is_none()
         {
+            return LineMatch::Miss;
+        }
+        if !self.may_match_raw(line.as_bytes()) {
             return LineMatch::Miss;
         }
         self.match_after_prefilter(line, now_unix)
@@ -742,7 +1019,17 @@ impl Filter {
     }
 
     fn match_after_prefilter(&self, line: &str, now: i64) -> LineMatch {
-        with_scratch(|s| match self.verdict(line, now, s) {
+        with_scratch(|s| match self.verdict(line, now, s, true) {
+            Verdict::Miss => LineMatch::Miss,
+            Verdict::Ignored => LineMatch::Ignored,
+            Verdict::Failure(f) => LineMatch::Failure(f.to_owned()),
+        })
+    }
+
+    /// [`Filter::match_line_unfiltered`] with the general (Unicode) engines only.
+    #[cfg(test)]
+    fn match_line_general(&self, line: &str, now: i64) -> LineMatch {
+        with_scratch(|s| match self.verdict(line, now, s, false) {
             Verdict::Miss => LineMatch::Miss,
             Verdict::Ignored => LineMatch::Ignored,
             Verdict::Failure(f) => LineMatch::Failure(f.to_owned()),
@@ -766,15 +1053,12 @@ impl Filter {
             while pos < b.len() {
                 let (start, end) = match &self.prefilter {
                     Some(pf) => {
-                        let Some(m) = pf.find(aho_corasick::Input::new(b).span(pos..b.len()))
-                        else {
+                        let Some(m) = pf.find(b, pos) else {
                             return;
                         };
                         // Literals hold no newline: the hit lies within one line.
-                        let start =
-                            memchr::memrchr(b'\n', &b[pos..m.start()]).map_or(pos, |i| pos + i + 1);
-                        let end = memchr::memchr(b'\n', &b[m.start()..])
-                            .map_or(b.len(), |i| m.start() + i);
+                        let start = memchr::memrchr(b'\n', &b[pos..m]).map_or(pos, |i| pos + i + 1);
+                        let end = memchr::memchr(b'\n', &b[m..]).map_or(b.len(), |i| m + i);
                         (start, end)
                     }
                     None => {
@@ -786,17 +1070,30 @@ impl Filter {
                 // Both ends sit next to an ASCII byte (or the buffer's ends): char boundaries.
                 let raw = &chunk[start..end];
                 let line = raw.strip_suffix('\r').unwrap_or(raw);
-                if let Verdict::Failure(f) = self.verdict(line, now_unix, s) {
+                if !self.may_match_raw(line.as_bytes()) {
+                    continue;
+                }
+                if let Verdict::Failure(f) = self.verdict(line, now_unix, s, true) {
                     on_failure(&f, start);
                 }
             }
         });
     }
 
+    /// The second half of the prefilter: whether some failregex's literal runs are all in
+    /// the raw line, in its order (a failregex sees the line with its date cut, and only
+    /// prefregex's content of it, where they would be in the same order).
+    fn may_match_raw(&self, line: &[u8]) -> bool {
+        !self.raw_gate || self.fail.iter().any(|c| in_order(&c.raw_runs, line))
+    }
+
     /// Everything after the prefilter, cheapest check first: date position, the failregexes
     /// without assertions (one DFA pass, no captures), then prefregex and the captures of
     /// the failregex that matched.
-    fn verdict<'a>(&self, line: &'a str, now: i64, s: &'a mut Scratch) -> Verdict<'a> {
+    ///
+    /// `fast`: ASCII text may take the ASCII engines (always, but for the test that holds
+    /// them to the general ones).
+    fn verdict<'a>(&self, line: &'a str, now: i64, s: &'a mut Scratch, fast: bool) -> Verdict<'a> {
         let found = self.date.find(line, self.tz, now);
         let Scratch {
             buf,
@@ -814,20 +1111,26 @@ impl Filter {
                 buf.as_str()
             }
         };
+        let ascii = fast && text.is_ascii();
         // Only worth a pass of its own when prefregex needs a capturing search.
-        if self.pref_prefix.is_none()
-            && self.pref.is_some()
-            && let Some(q) = &self.quick_set
-            && !q.is_match(text)
-        {
-            return Verdict::Miss;
+        if self.pref_prefix.is_none() && self.pref.is_some() {
+            let miss = match (&self.ascii.quick_set, &self.quick_set) {
+                (Some(q), _) if ascii => !q.is_match(text.as_bytes()),
+                (_, Some(q)) => !q.is_match(text),
+                _ => false,
+            };
+            if miss {
+                return Verdict::Miss;
+            }
         }
-        self.match_text(text, found.map(|f| f.time), locs, bts, pats)
+        self.match_text(text, ascii, found.map(|f| f.time), locs, bts, pats)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn match_text<'a>(
         &self,
         text: &'a str,
+        ascii: bool,
         time: Option<i64>,
         locs: &'a mut Vec<((u64, usize), CaptureLocations)>,
         bts: &'a mut Vec<((u64, usize), BtSlot)>,
@@ -835,13 +1138,23 @@ impl Filter {
     ) -> Verdict<'a> {
         // Slots of prefregex, then of the failregex, both in the per-thread list.
         let mut pref_span: Option<(usize, usize)> = None;
-        let fast = match &self.pref_prefix {
-            Some(x) => match x.find(text) {
-                None => return Verdict::Miss,
-                Some(m) if m.end() < text.len() => Some(&text[m.end()..]),
-                Some(_) => None,
-            },
-            None => None,
+        let dense = match &self.ascii.pref_prefix_dense {
+            Some(d) if ascii => d
+                .try_search_fwd(&Input::new(text.as_bytes()).anchored(Anchored::Yes))
+                .ok(),
+            _ => None,
+        };
+        let prefix_end = match (dense, &self.ascii.pref_prefix, &self.pref_prefix) {
+            (Some(hm), _, _) => Some(hm.map(|m| m.offset())),
+            (None, Some(x), _) if ascii => Some(x.find(text.as_bytes()).map(|m| m.end())),
+            (None, _, Some(x)) => Some(x.find(text).map(|m| m.end())),
+            _ => None,
+        };
+        let fast = match prefix_end {
+            Some(None) => return Verdict::Miss,
+            // On an ASCII text every offset is a char boundary; else a match ends on one.
+            Some(Some(e)) if e < text.len() => Some(&text[e..]),
+            _ => None,
         };
         let content = match (&self.pref, fast) {
             (None, _) => text,
@@ -860,47 +1173,103 @@ impl Filter {
         };
         // The first pattern that matches, as `RegexSet::matches` would say, without
         // allocating its answer.
-        let n = self.fail.len();
-        let ps = match pats {
-            Some(p) if p.capacity() >= n => p,
-            _ => pats.insert(PatternSet::new(n)),
-        };
-        ps.clear();
-        self.fail_set
-            .which_overlapping_matches(&Input::new(content), ps);
-        let Some(idx) = ps.iter().next().map(|p| p.as_usize()) else {
-            return Verdict::Miss;
+        // Backtrackers are keyed 2 * pattern (+ 1 for the ASCII one), capture locations by
+        // pattern: two lists.
+        let (idx, by_bt, key) = if ascii && content.len() <= self.direct_max {
+            // Every failregex starts with `^`: each is tried at the content's start only, in
+            // order, and the first that matches is the one `RegexSet` would name; a wrong
+            // one usually fails within a few bytes. Its captures come with the answer.
+            let mut hit = None;
+            for (idx, c) in self.fail.iter().enumerate() {
+                let Some(bt) = &c.abt else { break };
+                if !c.may_match_at_start(content.as_bytes()) {
+                    continue;
+                }
+                // The whole pattern, or its head up to where its tail must start.
+                let (bt, key, hay) =
+                    match c.tail.as_deref().map(|t| (t, t.start(content.as_bytes()))) {
+                        Some((_, Ok(None))) => continue,
+                        Some((t, Ok(Some(q)))) => {
+                            (&t.head, (self.id, usize::MAX - 1 - idx), &content[..q])
+                        }
+                        _ => (bt, (self.id, 2 * idx + 1), content),
+                    };
+                let slot = bt_for(bts, key, bt);
+                let input = Input::new(hay).anchored(Anchored::Yes);
+                if bt
+                    .try_search(&mut slot.cache, &input, &mut slot.caps)
+                    .is_ok()
+                    && slot.caps.is_match()
+                {
+                    hit = Some((idx, true, key));
+                    break;
+                }
+            }
+            match hit {
+                Some(h) => h,
+                None => return Verdict::Miss,
+            }
+        } else {
+            let n = self.fail.len();
+            let ps = match pats {
+                Some(p) if p.capacity() >= n => p,
+                _ => pats.insert(PatternSet::new(n)),
+            };
+            ps.clear();
+            let idx = match (&self.ascii.first, &self.ascii.fail_set) {
+                // All start with `^`: the leftmost-first match is the first pattern that
+                // matches, in one pass that stops where the first pattern's match does.
+                (Some(f), _) if ascii => f
+                    .find(Input::new(content).anchored(Anchored::Yes))
+                    .map(|m| m.pattern().as_usize()),
+                (_, Some(a)) if ascii => {
+                    a.which_overlapping_matches(&Input::new(content), ps);
+                    ps.iter().next().map(|p| p.as_usize())
+                }
+                _ => {
+                    self.fail_set
+                        .which_overlapping_matches(&Input::new(content), ps);
+                    ps.iter().next().map(|p| p.as_usize())
+                }
+            };
+            let Some(idx) = idx else {
+                return Verdict::Miss;
+            };
+            let c = &self.fail[idx];
+            let (bt, key) = match (&c.abt, &c.bt) {
+                (Some(a), _) if ascii => (Some(a), (self.id, 2 * idx + 1)),
+                (_, b) => (b.as_ref(), (self.id, 2 * idx)),
+            };
+            let by_bt = match bt {
+                Some(bt) if content.len() <= bt.max_haystack_len() => {
+                    let slot = bt_for(bts, key, bt);
+                    if bt
+                        .try_search(&mut slot.cache, &Input::new(content), &mut slot.caps)
+                        .is_err()
+                        || !slot.caps.is_match()
+                    {
+                        return Verdict::Miss;
+                    }
+                    true
+                }
+                _ => {
+                    let l = locs_for(locs, (self.id, idx), &c.re);
+                    if c.re.captures_read(l, content).is_none() {
+                        return Verdict::Miss;
+                    }
+                    false
+                }
+            };
+            (idx, by_bt, key)
         };
         let c = &self.fail[idx];
-        let key = (self.id, idx);
-        let by_bt = match &c.bt {
-            Some(bt) if content.len() <= bt.max_haystack_len() => {
-                let slot = bt_for(bts, key, bt);
-                if bt
-                    .try_search(&mut slot.cache, &Input::new(content), &mut slot.caps)
-                    .is_err()
-                    || !slot.caps.is_match()
-                {
-                    return Verdict::Miss;
-                }
-                true
-            }
-            _ => {
-                let l = locs_for(locs, key, &c.re);
-                if c.re.captures_read(l, content).is_none() {
-                    return Verdict::Miss;
-                }
-                false
-            }
-        };
-        let found = |k: &(u64, usize)| *k == key;
         let fl = if by_bt {
-            match bts.iter().find(|(k, _)| found(k)) {
+            match bts.iter().find(|(k, _)| *k == key) {
                 Some((_, s)) => Groups::Bt(&s.caps),
                 None => return Verdict::Miss,
             }
         } else {
-            match locs.iter().find(|(k, _)| found(k)) {
+            match locs.iter().find(|(k, _)| *k == (self.id, idx)) {
                 Some((_, l)) => Groups::Locs(l),
                 None => return Verdict::Miss,
             }

@@ -277,11 +277,11 @@ pub fn required_literals(regex: &str) -> Option<Vec<String>> {
 /// a superset of what the original matches anywhere in any context, so a text it does not
 /// match cannot contain a match of the original (of a substring such as prefregex's
 /// content either). Used as the cheap first check on candidate lines.
-pub fn without_assertions(regex: &str) -> Option<String> {
-    let hir = regex_syntax::ParserBuilder::new()
-        .build()
-        .parse(regex)
-        .ok()?;
+///
+/// `ascii`: parse (and so print) it for engines with Unicode off (see `ascii_syntax` in
+/// the filter module), whose syntax has no Unicode classes.
+pub fn without_assertions(regex: &str, ascii: bool) -> Option<String> {
+    let hir = parse(regex, ascii)?;
     Some(strip_looks(&hir).to_string())
 }
 
@@ -289,13 +289,11 @@ pub fn without_assertions(regex: &str) -> Option<String> {
 /// `^(?:X)`. Then the content is everything after the end of `^X`'s (leftmost-first) match,
 /// whenever that end is before the end of the text: `.+$` accepts any non-empty rest of a
 /// line, so the backtracking order that picks X's match is the same in both. One DFA pass
-/// instead of a capturing search. `content_group` is the content group's index.
-pub fn prefix_before_content(regex: &str, content_group: usize) -> Option<String> {
+/// instead of a capturing search. `content_group` is the content group's index; `ascii` as
+/// for [`without_assertions`].
+pub fn prefix_before_content(regex: &str, content_group: usize, ascii: bool) -> Option<String> {
     use regex_syntax::hir::{Dot, Look};
-    let hir = regex_syntax::ParserBuilder::new()
-        .build()
-        .parse(regex)
-        .ok()?;
+    let hir = parse(regex, ascii)?;
     let HirKind::Concat(parts) = hir.kind() else {
         return None;
     };
@@ -331,6 +329,127 @@ pub fn prefix_before_content(regex: &str, content_group: usize) -> Option<String
     let mut v = vec![Hir::look(Look::Start)];
     v.extend(x.iter().cloned());
     Some(Hir::concat(v).to_string())
+}
+
+/// Literals one of which every match of `regex` starts with, when there are few (at most
+/// 16) and none is empty: a check of a text's first bytes that rules the pattern out for an
+/// anchored search at its start.
+pub fn prefix_literals(regex: &str) -> Option<Vec<Vec<u8>>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(regex)
+        .ok()?;
+    let mut ex = Extractor::new();
+    ex.kind(ExtractKind::Prefix).limit_total(16);
+    let seq = ex.extract(&hir);
+    let lits = seq.literals()?;
+    if lits.is_empty() || lits.len() > 16 || lits.iter().any(|l| l.as_bytes().is_empty()) {
+        return None;
+    }
+    Some(lits.iter().map(|l| l.as_bytes().to_vec()).collect())
+}
+
+/// Literal runs (of at least 3 bytes) that every match of `regex` contains, in this order
+/// and without overlap: finding each after the end of the one before is a necessary
+/// condition for a match.
+pub fn ordered_runs(regex: &str) -> Vec<Vec<u8>> {
+    let Ok(hir) = regex_syntax::ParserBuilder::new().build().parse(regex) else {
+        return Vec::new();
+    };
+    let mut runs = Vec::new();
+    walk(&hir, &mut runs);
+    runs.retain(|r| r.len() >= 3);
+    longest_in_order(runs)
+}
+
+/// Most literal runs checked per pattern: each is a substring search, and the longest few
+/// say nearly all that all of them say.
+const MAX_RUNS: usize = 2;
+
+/// The [`MAX_RUNS`] longest of `runs` (the first of equals), still in their order.
+fn longest_in_order(runs: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut by_len: Vec<usize> = (0..runs.len()).collect();
+    by_len.sort_by_key(|&i| std::cmp::Reverse(runs[i].len()));
+    by_len.truncate(MAX_RUNS);
+    by_len.sort_unstable();
+    by_len.into_iter().map(|i| runs[i].clone()).collect()
+}
+
+/// [`ordered_runs`] for the raw line, before its date is cut: each run is split where a cut
+/// date used to be (see [`required_literal`]), as the prefilter's literals are.
+pub fn ordered_raw_runs(regex: &str) -> Vec<Vec<u8>> {
+    let Ok(hir) = regex_syntax::ParserBuilder::new().build().parse(regex) else {
+        return Vec::new();
+    };
+    let mut runs = Vec::new();
+    walk(&hir, &mut runs);
+    longest_in_order(
+        runs.iter()
+            .flat_map(|r| split_at_cut(r))
+            .filter(|r| r.len() >= 3 && !r.contains(&b'\n'))
+            .collect(),
+    )
+}
+
+/// Whether every match of `regex` starts at the start of the text (it begins with `^`, in
+/// each branch).
+pub fn starts_anchored(regex: &str) -> bool {
+    use regex_syntax::hir::Look;
+    regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(regex)
+        .is_ok_and(|h| h.properties().look_set_prefix().contains(Look::Start))
+}
+
+/// For an ASCII engine: `regex` split as `H B` where `B` is the part after the last capture
+/// group at the top level, when `B` ends with `$`, cannot match the empty string and has no
+/// other assertion, and `H` has none but a leading `^`: (`H$`, `B$`). Then when `B$`
+/// matches a text's suffix at exactly one position `q`, a match of the whole has its `H`
+/// part end at `q`, and its captures are those of `H$` on the text cut at `q` (leftmost-first
+/// explores the same `H` paths in the same order; `B` captures nothing).
+pub fn split_tail(regex: &str) -> Option<(String, String)> {
+    use regex_syntax::hir::{Look, LookSet};
+    let hir = parse(regex, true)?;
+    let HirKind::Concat(parts) = hir.kind() else {
+        return None;
+    };
+    let k = parts
+        .iter()
+        .rposition(|p| p.properties().explicit_captures_len() > 0)?;
+    let (h, b) = (&parts[..=k], &parts[k + 1..]);
+    let end = Hir::look(Look::End);
+    if b.last() != Some(&end) {
+        return None;
+    }
+    let only = |hs: &[Hir], allowed: LookSet| {
+        hs.iter()
+            .all(|p| p.properties().look_set().subtract(allowed).is_empty())
+    };
+    let start = LookSet::singleton(Look::Start);
+    if !only(b, LookSet::singleton(Look::End))
+        || !only(&h[..1], start)
+        || !only(&h[1..], LookSet::empty())
+    {
+        return None;
+    }
+    let tail = Hir::concat(b.to_vec());
+    if tail.properties().minimum_len().is_none_or(|n| n == 0) {
+        return None;
+    }
+    let mut head = h.to_vec();
+    head.push(end);
+    Some((Hir::concat(head).to_string(), tail.to_string()))
+}
+
+/// `regex` as HIR; with `ascii`, Unicode off (classes are byte classes).
+fn parse(regex: &str, ascii: bool) -> Option<Hir> {
+    regex_syntax::ParserBuilder::new()
+        .unicode(!ascii)
+        .utf8(!ascii)
+        .build()
+        .parse(regex)
+        .ok()
 }
 
 fn strip_looks(h: &Hir) -> Hir {
@@ -483,7 +602,7 @@ mod tests {
         let t = translate(r"^\S+ (?:error: )?<F-CONTENT>.+</F-CONTENT>$").unwrap();
         let re = regex::Regex::new(&t.regex).unwrap();
         let g = re.capture_names().position(|n| n.is_some()).unwrap();
-        let x = prefix_before_content(&t.regex, g).unwrap();
+        let x = prefix_before_content(&t.regex, g, false).unwrap();
         let m = regex::Regex::new(&x)
             .unwrap()
             .find("host error: boom")
@@ -496,14 +615,14 @@ mod tests {
             .capture_names()
             .position(|n| n == Some("content"))
             .unwrap_or(99);
-        assert_eq!(prefix_before_content(&t.regex, g), None);
+        assert_eq!(prefix_before_content(&t.regex, g, false), None);
         let t = translate(r"^x <F-CONTENT>.+</F-CONTENT> y$").unwrap();
-        assert_eq!(prefix_before_content(&t.regex, 1), None);
+        assert_eq!(prefix_before_content(&t.regex, 1, false), None);
     }
 
     #[test]
     fn stripped_assertions_match_a_superset() {
-        let re = without_assertions(r"^a\b(?P<x>b)+$").unwrap();
+        let re = without_assertions(r"^a\b(?P<x>b)+$", false).unwrap();
         let r = regex::Regex::new(&re).unwrap();
         assert!(r.is_match("xx ab yy"));
         assert!(!r.is_match("xx a yy"));

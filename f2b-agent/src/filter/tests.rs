@@ -353,3 +353,97 @@ fn prefregex_prefix_shortcut_finds_the_same_content() {
     }
     assert!(used >= 3, "only {used} filters use the shortcut");
 }
+
+/// The ASCII engines (and the one-by-one anchored tries) give the same answers as the
+/// general ones on every stock filter's test lines.
+#[test]
+fn ascii_engines_agree_with_the_general_ones() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filters");
+    let mut failures = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "log") {
+            continue;
+        }
+        let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+        let (name, mode) = match stem.split_once('@') {
+            Some((n, m)) => (n.to_string(), Some(m.to_string())),
+            None => (stem, None),
+        };
+        let flt = Filter::load(&FilterSpec::Name(name), mode.as_deref()).unwrap();
+        for line in std::fs::read_to_string(&p).unwrap().lines() {
+            let fast = flt.match_line_unfiltered(line, NOW);
+            let general = flt.match_line_general(line, NOW);
+            assert_eq!(fast, general, "{p:?}: {line}");
+            if matches!(fast, LineMatch::Failure(_)) {
+                failures += 1;
+            }
+        }
+    }
+    assert!(failures > 100, "only {failures} failures in the test logs");
+}
+
+/// Lines of every stock filter's test log, each changed in a few seeded random places
+/// (bytes deleted, repeated, or replaced by ones that matter to the patterns): the ASCII
+/// engines still agree with the general ones, and the prefilter still changes nothing.
+#[test]
+fn ascii_engines_and_prefilter_agree_on_mutated_lines() {
+    const BYTES: &[u8] = b" .:[]\"0123456789aZ-/#*,()";
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filters");
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut tried, mut failures) = (0, 0);
+    let mut prefilter_diff = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "log") {
+            continue;
+        }
+        let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+        let (name, mode) = match stem.split_once('@') {
+            Some((n, m)) => (n.to_string(), Some(m.to_string())),
+            None => (stem, None),
+        };
+        let flt = Filter::load(&FilterSpec::Name(name), mode.as_deref()).unwrap();
+        for line in std::fs::read_to_string(&p).unwrap().lines() {
+            for _ in 0..100 {
+                let mut b = line.as_bytes().to_vec();
+                for _ in 0..1 + next() % 3 {
+                    if b.is_empty() {
+                        break;
+                    }
+                    let i = (next() % b.len() as u64) as usize;
+                    match next() % 3 {
+                        0 => {
+                            b.remove(i);
+                        }
+                        1 => b.insert(i, b[i]),
+                        _ => b[i] = BYTES[(next() % BYTES.len() as u64) as usize],
+                    }
+                }
+                let Ok(m) = String::from_utf8(b) else {
+                    continue;
+                };
+                tried += 1;
+                let fast = flt.match_line_unfiltered(&m, NOW);
+                assert_eq!(fast, flt.match_line_general(&m, NOW), "{p:?}: {m}");
+                if matches!(fast, LineMatch::Failure(_)) {
+                    failures += 1;
+                }
+                if flt.match_line(&m, NOW) != fast {
+                    prefilter_diff.push(format!("{p:?}: {m}"));
+                }
+            }
+        }
+    }
+    assert!(
+        tried > 15_000 && failures > 2_000,
+        "{tried} lines, {failures} failures"
+    );
+    assert!(prefilter_diff.is_empty(), "{prefilter_diff:#?}");
+}

@@ -81,6 +81,10 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
             ));
         }
     }
+    match wake_floor(ctx, n) {
+        Ok(l) => rows.push(l),
+        Err(e) => ctx.progress(&format!("latency: wake-up floor failed: {e:#}")),
+    }
     for backend in ["pyinotify", "polling"] {
         match fail2ban_latency(ctx, n, backend) {
             Ok(l) => rows.push(l),
@@ -119,7 +123,11 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
          namespace, one per iteration: the frame is processed in the sender's softirq). \
          fail2ban: time until its ban action (`date +%s.%N` appended to a file, one shell per \
          ban) runs; it installs no drop rule, so \"first drop\" is not measured for it (a real \
-         iptables action would add the command's own time). Ratios below 1: f2b is faster.",
+         iptables action would add the command's own time). Machine floor: a thread blocked on \
+         a Unix socket read, woken by one write() from a thread that busy-waits for it, same \
+         rhythm, no f2b: what waking a sleeping thread costs on this machine (an idle vCPU of \
+         a shared VM can take milliseconds to wake), the least any log reader can take. \
+         Ratios below 1: f2b is faster.",
         MAXRETRY - 1
     );
     let f2b = rows.iter().find(|r| r.name.starts_with("f2b")).map(|r| {
@@ -164,6 +172,55 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
     ctx.targets.push(json!({"target": format!("ban latency p99 <= 1 ms (write() to kernel map entry, {n} trials)"), "value": p99, "met": p99.map(|p| p <= 1.0)}));
     ctx.targets.push(json!({"target": format!("ban latency p99 <= 1 ms (write() to first dropped packet, {n} trials)"), "value": drop99, "met": drop99.map(|p| p <= 1.0)}));
     Ok(())
+}
+
+/// The machine's own floor: a thread blocked on a read is woken by one write() from a thread
+/// that then busy-waits for it, in the trials' rhythm (one every ~5 ms, threads unpinned).
+/// No detection, no map: what waking a sleeping thread costs here (on a shared VM, waking an
+/// idle vCPU can take milliseconds), the least any log reader can take.
+fn wake_floor(ctx: &mut Ctx, n: usize) -> Result<Lat> {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    ctx.progress(&format!("latency: thread wake-up floor, {n} trials"));
+    let (mut tx, mut rx) = UnixStream::pair()?;
+    let base = Instant::now();
+    let woke = Arc::new(AtomicU64::new(0));
+    let w = woke.clone();
+    let th = std::thread::spawn(move || {
+        let mut b = [0u8; 16];
+        while let Ok(k) = rx.read(&mut b) {
+            if k == 0 {
+                break;
+            }
+            w.store(base.elapsed().as_nanos() as u64, Ordering::SeqCst);
+        }
+    });
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        woke.store(0, Ordering::SeqCst);
+        let t0 = base.elapsed().as_nanos() as u64;
+        tx.write_all(b"x")?;
+        let spin = Instant::now();
+        while woke.load(Ordering::SeqCst) == 0 && spin.elapsed() < Duration::from_secs(2) {
+            std::hint::spin_loop();
+        }
+        let t1 = woke.load(Ordering::SeqCst);
+        if t1 > 0 {
+            lat.push(t1.saturating_sub(t0) as f64 / 1e6);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(tx);
+    let _ = th.join();
+    Ok(Lat {
+        name: "machine floor: thread wake-up by write() (no f2b)".into(),
+        trials: n,
+        missing: n - lat.len(),
+        to_map: lat,
+        to_drop: Vec::new(),
+    })
 }
 
 fn write_all(path: &Path, buf: &[u8]) -> Result<()> {

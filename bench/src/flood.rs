@@ -87,7 +87,9 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
     let rates: &[f64] = if q {
         &[100e3, 300e3, 1e6]
     } else {
-        &[100e3, 200e3, 300e3, 400e3, 500e3, 600e3, 800e3, 1e6, 1.3e6, 1.6e6]
+        &[
+            100e3, 200e3, 300e3, 400e3, 500e3, 600e3, 800e3, 1e6, 1.3e6, 1.6e6,
+        ]
     };
     let (agent_bin, ctl_bin) = bins()?;
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -447,11 +447,9 @@ impl Pending {
     }
 }
 
-/// The committer thread's nice value (the agent's other threads keep 0).
-const COMMITTER_NICE: libc::c_int = 10;
-
-/// Most batches waiting for the committer; a reader that gets further ahead waits.
-const MAX_PENDING: usize = 16;
+/// Most batches waiting for the committer; a reader that gets further ahead waits (this
+/// bounds the memory of queued rows and of one merged transaction under a ban flood).
+const MAX_PENDING: usize = 4;
 
 #[derive(Default)]
 struct Queue {
@@ -481,13 +479,6 @@ impl Committer {
     /// The committer thread: takes every waiting job, writes them in one durable
     /// transaction, in the order they were handed over; on stop, drains the queue first.
     fn run(&self, db: &Database) {
-        // Below the readers: a reader woken by a new log line should not wait for the
-        // committer's CPU share (its fsync sleeps anyway). Thread-local on Linux.
-        // SAFETY: plain syscalls on this thread's own id.
-        unsafe {
-            let tid = libc::gettid();
-            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, COMMITTER_NICE);
-        }
         loop {
             let mut g = self.lock();
             while g.jobs.is_empty() && !g.stop {

@@ -310,12 +310,10 @@ fn stock_and_operator_dir() {
     assert!(Filter::load_from(&FilterSpec::Name("../x".into()), None, Some(dir.path())).is_err());
 }
 
-/// The prefregex shortcut (a DFA for `^X` instead of a capturing search) finds the same
-/// content as the capturing search on every stock filter's test lines.
-#[test]
-fn prefregex_prefix_shortcut_finds_the_same_content() {
+/// Every stock filter test log (`tests/filters/NAME[@MODE].log`) with its filter loaded.
+fn stock_test_logs() -> Vec<(std::path::PathBuf, Filter)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filters");
-    let mut used = 0;
+    let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_none_or(|x| x != "log") {
@@ -327,6 +325,17 @@ fn prefregex_prefix_shortcut_finds_the_same_content() {
             None => (stem, None),
         };
         let flt = Filter::load(&FilterSpec::Name(name), mode.as_deref()).unwrap();
+        out.push((p, flt));
+    }
+    out
+}
+
+/// The prefregex shortcut (a DFA for `^X` instead of a capturing search) finds the same
+/// content as the capturing search on every stock filter's test lines.
+#[test]
+fn prefregex_prefix_shortcut_finds_the_same_content() {
+    let mut used = 0;
+    for (p, flt) in stock_test_logs() {
         let (Some(pref), Some(x)) = (&flt.pref, &flt.pref_prefix) else {
             continue;
         };
@@ -358,19 +367,8 @@ fn prefregex_prefix_shortcut_finds_the_same_content() {
 /// general ones on every stock filter's test lines.
 #[test]
 fn ascii_engines_agree_with_the_general_ones() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filters");
     let mut failures = 0;
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_none_or(|x| x != "log") {
-            continue;
-        }
-        let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
-        let (name, mode) = match stem.split_once('@') {
-            Some((n, m)) => (n.to_string(), Some(m.to_string())),
-            None => (stem, None),
-        };
-        let flt = Filter::load(&FilterSpec::Name(name), mode.as_deref()).unwrap();
+    for (p, flt) in stock_test_logs() {
         for line in std::fs::read_to_string(&p).unwrap().lines() {
             let fast = flt.match_line_unfiltered(line, NOW);
             let general = flt.match_line_general(line, NOW);
@@ -389,7 +387,6 @@ fn ascii_engines_agree_with_the_general_ones() {
 #[test]
 fn ascii_engines_and_prefilter_agree_on_mutated_lines() {
     const BYTES: &[u8] = b" .:[]\"0123456789aZ-/#*,()";
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filters");
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut next = move || {
         seed ^= seed << 13;
@@ -399,17 +396,7 @@ fn ascii_engines_and_prefilter_agree_on_mutated_lines() {
     };
     let (mut tried, mut failures) = (0, 0);
     let mut prefilter_diff = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_none_or(|x| x != "log") {
-            continue;
-        }
-        let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
-        let (name, mode) = match stem.split_once('@') {
-            Some((n, m)) => (n.to_string(), Some(m.to_string())),
-            None => (stem, None),
-        };
-        let flt = Filter::load(&FilterSpec::Name(name), mode.as_deref()).unwrap();
+    for (p, flt) in stock_test_logs() {
         for line in std::fs::read_to_string(&p).unwrap().lines() {
             for _ in 0..100 {
                 let mut b = line.as_bytes().to_vec();

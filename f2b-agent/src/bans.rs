@@ -1135,8 +1135,10 @@ impl BanManager {
         // One log record for the batch: one line per ban, each with its own time and level
         // (the logger prefixes every line of a ban record), written with one write().
         let mut banlog = String::new();
+        if !planned.is_empty() {
+            *self.banned_total.entry(jail_name.to_string()).or_default() += planned.len() as u64;
+        }
         for (ip, slot, ticket, bantime, counters) in planned {
-            *self.banned_total.entry(jail_name.to_string()).or_default() += 1;
             let _ =
                 std::fmt::Write::write_fmt(&mut banlog, format_args!("[{jail_name}] Ban {ip}\n"));
             if actions {

@@ -71,19 +71,25 @@ struct Lat {
 pub fn run(ctx: &mut Ctx) -> Result<()> {
     let n = if ctx.quick { 50 } else { 200 };
     let mut rows = Vec::new();
-    match f2b_latency(ctx, n) {
-        Ok(l) => rows.push(l),
-        Err(e) => {
-            ctx.progress(&format!("latency: f2b failed: {e:#}"));
-            ctx.notes.push((
-                "Ban latency: f2b not measured".into(),
-                format!("```\n{e:#}\n```"),
-            ));
+    for realtime in [true, false] {
+        match f2b_latency(ctx, n, realtime) {
+            Ok(l) => rows.push(l),
+            Err(e) => {
+                ctx.progress(&format!(
+                    "latency: f2b (realtime: {realtime}) failed: {e:#}"
+                ));
+                ctx.notes.push((
+                    format!("Ban latency: f2b (realtime: {realtime}) not measured"),
+                    format!("```\n{e:#}\n```"),
+                ));
+            }
         }
     }
-    match wake_floor(ctx, n) {
-        Ok(l) => rows.push(l),
-        Err(e) => ctx.progress(&format!("latency: wake-up floor failed: {e:#}")),
+    for fifo in [false, true] {
+        match wake_floor(ctx, n, fifo) {
+            Ok(l) => rows.push(l),
+            Err(e) => ctx.progress(&format!("latency: wake-up floor failed: {e:#}")),
+        }
     }
     for backend in ["pyinotify", "polling"] {
         match fail2ban_latency(ctx, n, backend) {
@@ -126,11 +132,14 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
          iptables action would add the command's own time). Machine floor: a thread blocked on \
          a Unix socket read, woken by one write() from a thread that busy-waits for it, same \
          rhythm, no f2b: what waking a sleeping thread costs on this machine (an idle vCPU of \
-         a shared VM can take milliseconds to wake), the least any log reader can take. \
-         Ratios below 1: f2b is faster.",
+         a shared VM can take milliseconds to wake), the least any log reader can take; \
+         measured with the woken thread at normal priority and at SCHED_FIFO priority 1. f2b's \
+         log readers wake at SCHED_FIFO priority by default (jail setting `realtime: true`, \
+         bounded to about 20% of a CPU: docs/config.md); the `realtime: false` row is the same \
+         run at normal priority. Ratios below 1: f2b is faster.",
         MAXRETRY - 1
     );
-    let f2b = rows.iter().find(|r| r.name.starts_with("f2b")).map(|r| {
+    let f2b = rows.iter().find(|r| r.name == "f2b (inotify)").map(|r| {
         (
             pct(&r.to_map, 50.0).unwrap_or(f64::NAN),
             pct(&r.to_map, 99.0).unwrap_or(f64::NAN),
@@ -163,11 +172,11 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
     ctx.tables.push(t);
     let p99 = rows
         .iter()
-        .find(|r| r.name.starts_with("f2b"))
+        .find(|r| r.name == "f2b (inotify)")
         .and_then(|r| pct(&r.to_map, 99.0));
     let drop99 = rows
         .iter()
-        .find(|r| r.name.starts_with("f2b"))
+        .find(|r| r.name == "f2b (inotify)")
         .and_then(|r| pct(&r.to_drop, 99.0));
     ctx.targets.push(json!({"target": format!("ban latency p99 <= 1 ms (write() to kernel map entry, {n} trials)"), "value": p99, "met": p99.map(|p| p <= 1.0)}));
     ctx.targets.push(json!({"target": format!("ban latency p99 <= 1 ms (write() to first dropped packet, {n} trials)"), "value": drop99, "met": drop99.map(|p| p <= 1.0)}));
@@ -178,17 +187,40 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
 /// that then busy-waits for it, in the trials' rhythm (one every ~5 ms, threads unpinned).
 /// No detection, no map: what waking a sleeping thread costs here (on a shared VM, waking an
 /// idle vCPU can take milliseconds), the least any log reader can take.
-fn wake_floor(ctx: &mut Ctx, n: usize) -> Result<Lat> {
+/// `fifo`: the woken thread runs at SCHED_FIFO priority 1, as f2b's log readers do (their
+/// `realtime` setting, on by default).
+fn wake_floor(ctx: &mut Ctx, n: usize, fifo: bool) -> Result<Lat> {
     use std::io::Read;
     use std::os::unix::net::UnixStream;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
-    ctx.progress(&format!("latency: thread wake-up floor, {n} trials"));
+    ctx.progress(&format!(
+        "latency: thread wake-up floor{}, {n} trials",
+        if fifo { " (SCHED_FIFO)" } else { "" }
+    ));
     let (mut tx, mut rx) = UnixStream::pair()?;
     let base = Instant::now();
     let woke = Arc::new(AtomicU64::new(0));
     let w = woke.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let th = std::thread::spawn(move || {
+        if fifo {
+            let p = libc::sched_param { sched_priority: 1 };
+            // SAFETY: plain syscall on this thread with a valid parameter struct.
+            let r = unsafe {
+                libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &p)
+            };
+            let _ = ready_tx.send(if r == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            });
+            if r != 0 {
+                return;
+            }
+        } else {
+            let _ = ready_tx.send(Ok(()));
+        }
         let mut b = [0u8; 16];
         while let Ok(k) = rx.read(&mut b) {
             if k == 0 {
@@ -197,6 +229,10 @@ fn wake_floor(ctx: &mut Ctx, n: usize) -> Result<Lat> {
             w.store(base.elapsed().as_nanos() as u64, Ordering::SeqCst);
         }
     });
+    ready_rx
+        .recv()
+        .map_err(|_| anyhow::anyhow!("floor thread ended"))?
+        .map_err(|e| anyhow::anyhow!("SCHED_FIFO refused: {e}"))?;
     let mut lat = Vec::with_capacity(n);
     for _ in 0..n {
         woke.store(0, Ordering::SeqCst);
@@ -215,7 +251,11 @@ fn wake_floor(ctx: &mut Ctx, n: usize) -> Result<Lat> {
     drop(tx);
     let _ = th.join();
     Ok(Lat {
-        name: "machine floor: thread wake-up by write() (no f2b)".into(),
+        name: if fifo {
+            "machine floor: thread wake-up by write(), woken thread SCHED_FIFO (no f2b)".into()
+        } else {
+            "machine floor: thread wake-up by write() (no f2b)".into()
+        },
         trials: n,
         missing: n - lat.len(),
         to_map: lat,
@@ -229,9 +269,11 @@ fn write_all(path: &Path, buf: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn f2b_latency(ctx: &mut Ctx, n: usize) -> Result<Lat> {
+/// `realtime`: the jail's `realtime` setting (on by default: the reader wakes at SCHED_FIFO
+/// priority within a bounded CPU share).
+fn f2b_latency(ctx: &mut Ctx, n: usize, realtime: bool) -> Result<Lat> {
     let (agent_bin, ctl_bin) = bins()?;
-    ctx.progress(&format!("latency: f2b, {n} trials"));
+    ctx.progress(&format!("latency: f2b (realtime: {realtime}), {n} trials"));
     let topo = Topology::create("lat")?;
     let dir = tempfile::Builder::new()
         .prefix("f2b-bench-lat-")
@@ -250,7 +292,7 @@ fn f2b_latency(ctx: &mut Ctx, n: usize) -> Result<Lat> {
             "interfaces: [{EDGE_IF}]\nxdp_mode: auto\ndatabase: {d}/f2b.redb\nsocket: {d}/f2b.sock\n\
              socket_mode: \"0600\"\ncontrol_group: null\npin_dir: {d}/bpf\n\
              defaults:\n  bantime: 1h\n  findtime: 1h\n  maxretry: 5\n  ignoreip: [127.0.0.0/8, \"::1\"]\n  ports: all\n\
-             jails:\n  sshd:\n    filter: sshd\n    logpath: [\"{d}/auth.log\"]\n    maxretry: {MAXRETRY}\n",
+             jails:\n  sshd:\n    filter: sshd\n    logpath: [\"{d}/auth.log\"]\n    maxretry: {MAXRETRY}\n    realtime: {realtime}\n",
             d = d.display()
         ),
     )?;
@@ -370,7 +412,11 @@ fn f2b_latency(ctx: &mut Ctx, n: usize) -> Result<Lat> {
         pct(&to_drop, 99.0)
     ));
     Ok(Lat {
-        name: "f2b (inotify)".into(),
+        name: if realtime {
+            "f2b (inotify)".into()
+        } else {
+            "f2b (inotify, realtime: false)".into()
+        },
         trials: n,
         to_map,
         to_drop,

@@ -160,6 +160,8 @@ struct RawDefaults {
     ports: Option<Ports>,
     ignoreself: Option<bool>,
     max_tracked: Option<usize>,
+    /// Log readers wake at real-time priority (a bounded share of a CPU); see sched.rs.
+    realtime: Option<bool>,
     actions: Option<Vec<RawAction>>,
 }
 
@@ -195,6 +197,8 @@ struct RawJail {
     maxlinelen: Option<usize>,
     ignoreself: Option<bool>,
     max_tracked: Option<usize>,
+    /// Log readers wake at real-time priority (a bounded share of a CPU); see sched.rs.
+    realtime: Option<bool>,
     actions: Option<Vec<RawAction>>,
 }
 
@@ -291,6 +295,8 @@ pub struct JailConfig {
     pub ignoreself: bool,
     /// Most addresses tracked as failing at once (least recently seen evicted first).
     pub max_tracked: usize,
+    /// The reader wakes at SCHED_FIFO priority, within a bounded share of a CPU.
+    pub realtime: bool,
     pub actions: Vec<Action>,
 }
 
@@ -430,6 +436,7 @@ fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigErro
     let def_ports = d.ports.unwrap_or_default();
     let def_ignoreself = d.ignoreself.unwrap_or(true);
     let def_max_tracked = d.max_tracked.unwrap_or(DEFAULT_MAX_TRACKED);
+    let def_realtime = d.realtime.unwrap_or(true);
     let def_actions = actions(d.actions.unwrap_or_default()).map_err(|m| err("actions", m))?;
     if def_maxretry == 0 {
         return Err(err("maxretry", "maxretry must be at least 1".into()));
@@ -481,6 +488,7 @@ fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigErro
             maxlinelen: j.maxlinelen.unwrap_or(DEFAULT_MAXLINELEN),
             ignoreself: j.ignoreself.unwrap_or(def_ignoreself),
             max_tracked: j.max_tracked.unwrap_or(def_max_tracked),
+            realtime: j.realtime.unwrap_or(def_realtime),
             actions: match j.actions {
                 Some(a) => actions(a).map_err(|m| err(&name, format!("jail {name}: {m}")))?,
                 None => def_actions.clone(),
@@ -522,6 +530,7 @@ fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigErro
             maxlinelen: DEFAULT_MAXLINELEN,
             ignoreself: def_ignoreself,
             max_tracked: def_max_tracked,
+            realtime: def_realtime,
             actions: def_actions.clone(),
         });
 
@@ -744,6 +753,22 @@ mod tests {
         assert_eq!(c.jail("dns").unwrap().ports, Ports::Only(vec![53]));
         assert_eq!(c.jail("dns").unwrap().bantime, BanTime::Secs(3600));
         assert!(Config::parse("defaults:\n  findtime: permanent\n", "t").is_err());
+    }
+
+    #[test]
+    fn realtime_defaults_on_and_is_overridden_per_jail() {
+        let c = Config::parse("jails:\n  a: {}\n  b:\n    realtime: false\n", "t.yaml").unwrap();
+        assert!(c.jails["a"].realtime);
+        assert!(!c.jails["b"].realtime);
+        let c = Config::parse(
+            "defaults:\n  realtime: false\njails:\n  a: {}\n  b:\n    realtime: true\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert!(!c.jails["a"].realtime);
+        assert!(c.jails["b"].realtime);
+        let e = Config::parse("jails:\n  a:\n    realtime: sometimes\n", "t.yaml").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod filter;
 pub mod jail;
 pub mod kernel;
 pub mod runner;
+pub mod sched;
 pub mod source;
 pub mod store;
 pub mod testrun;

@@ -18,6 +18,7 @@ use crate::clock::unix_now;
 use crate::config::{Backend, Config, JailConfig, StartAt};
 use crate::filter::{Filter, FilterSpec, LineMatch};
 use crate::jail::{FailManager, Ticket};
+use crate::sched::Pacer;
 use crate::source::{self, JournalConfig, JournalSource, LogSource, SourceOptions, Waiter};
 
 /// How long a reader waits for a change before it looks at the stop flag again.
@@ -27,6 +28,10 @@ const TICK: Duration = Duration::from_millis(200);
 /// caused) in pieces of this size, so one lock hold and one redb commit stay small and the
 /// stop flag is seen between pieces.
 const BATCH_BYTES: usize = 4 << 20;
+
+/// The batch size while the reader holds real-time priority (sched.rs): about a
+/// millisecond of work, so a backlog found on wake-up cannot keep it there for long.
+const BOOSTED_BATCH_BYTES: usize = 256 << 10;
 
 fn source_start(s: StartAt) -> source::StartAt {
     match s {
@@ -183,17 +188,27 @@ fn run_files(
     );
     let mut first = true;
     let mut more = false;
+    let mut pacer = Pacer::new(jail.realtime, &jail.name);
     // `committed`: positions as last committed. A quiet poll that changed them (a file
     // appeared or went away) is committed too, so a restart starts right.
     while !stop.load(Ordering::Relaxed) {
+        // The work since the last wait is charged to the real-time budget (sched.rs).
+        pacer.pace();
         // A backlog is read BATCH_BYTES at a time, each piece committed with its bans.
         if !first && !more {
             waiter.wait(TICK)?;
+            pacer.woke();
         }
         first = false;
         let now = unix_now() as i64;
         let mut tickets = Vec::new();
-        let stats = src.poll_chunks(BATCH_BYTES, &mut |_path, chunk| {
+        // At real-time priority, smaller pieces: the budget is checked between them.
+        let piece = if pacer.boosted() {
+            BOOSTED_BATCH_BYTES
+        } else {
+            BATCH_BYTES
+        };
+        let stats = src.poll_chunks(piece, &mut |_path, chunk| {
             p.filter.scan(chunk, now, &mut |f, _| {
                 if let Some(t) = fails.add_failure(f.ip, f.time.unwrap_or(now), now, f.user) {
                     tickets.push(t);

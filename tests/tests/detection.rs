@@ -363,3 +363,75 @@ fn bans_made_in_one_batch_are_logged_one_line_each() -> Result<()> {
     }
     fx.pass()
 }
+
+/// Scheduling policy (field 41 of /proc/PID/task/TID/stat) of the agent's thread named `comm`.
+fn thread_policy(pid: u32, comm: &str) -> Result<Option<u32>> {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let dir = t?.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if name.trim_end() != comm {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat"))?;
+        // Fields after the ")" closing the name start at field 3.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let policy = rest
+            .split_whitespace()
+            .nth(41 - 3)
+            .ok_or_else(|| anyhow!("short stat: {stat}"))?;
+        return Ok(Some(policy.parse()?));
+    }
+    Ok(None)
+}
+
+#[test]
+fn log_readers_wait_at_real_time_priority_unless_configured_off() -> Result<()> {
+    skip_unless_capable!("log_readers_wait_at_real_time_priority_unless_configured_off");
+    let quiet =
+        "  quiet:\n    filter: sshd\n    logpath: [\"{dir}/quiet.log\"]\n    realtime: false\n";
+    let fx = start("det-rt", config(quiet))?;
+    std::fs::write(log_path(&fx), "")?;
+    std::fs::write(fx.agent.dir().join("quiet.log"), "")?;
+    fx.agent.ctl(&["reload"])?;
+    let pid = fx.agent.pid().ok_or_else(|| anyhow!("agent not running"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (rt, normal) = loop {
+        let rt = thread_policy(pid, "jail-sshd")?;
+        let normal = thread_policy(pid, "jail-quiet")?;
+        if rt == Some(libc::SCHED_FIFO as u32) && normal.is_some() || Instant::now() > deadline {
+            break (rt, normal);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        rt,
+        Some(libc::SCHED_FIFO as u32),
+        "jail-sshd: default realtime"
+    );
+    assert_eq!(
+        normal,
+        Some(libc::SCHED_OTHER as u32),
+        "jail-quiet: realtime: false"
+    );
+    // Nothing else in the agent runs at real-time priority (a thread that ends meanwhile is
+    // skipped).
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let dir = t?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        if comm.trim_end() != "jail-sshd" {
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+            assert_eq!(
+                rest.split_whitespace().nth(41 - 3),
+                Some("0"),
+                "thread {comm}"
+            );
+        }
+    }
+    // And the boosted reader still bans.
+    fail(&log_path(&fx), ATTACKER_V4, "admin", 3)?;
+    wait_status(&fx, "the ban", |j| j["banned_now"] == 1)?;
+    fx.pass()
+}

@@ -130,9 +130,31 @@ impl F2bProg {
         crate::sys::update_batch(m.fd().as_fd(), keys, &vec![BanValue::new(0); keys.len()])
     }
 
+    /// As the agent writes IPv6 prefixes: their lengths into F2B_PREFIX_V6_LENS first, then
+    /// the entries keyed by (length, address masked to it).
     pub fn ban_prefix_v6(&self, keys: &[Lpm<16>]) -> Result<()> {
+        let mut lens: aya::maps::Array<MapData, [u64; 2]> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(self.map(maps::PREFIX_V6_LENS)?))?;
+        let mut w = lens.get(&0, 0)?;
+        let keys: Vec<Lpm<16>> = keys
+            .iter()
+            .map(|k| {
+                let len = k.prefix_len;
+                w[(len / 64) as usize] |= 1 << (len % 64);
+                let mask = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - len)
+                };
+                Lpm {
+                    prefix_len: len,
+                    addr: (u128::from_be_bytes(k.addr) & mask).to_be_bytes(),
+                }
+            })
+            .collect();
+        lens.set(0, w, 0)?;
         let m = self.map(maps::PREFIX_V6)?;
-        crate::sys::update_batch(m.fd().as_fd(), keys, &vec![BanValue::new(0); keys.len()])
+        crate::sys::update_batch(m.fd().as_fd(), &keys, &vec![BanValue::new(0); keys.len()])
     }
 
     pub fn allow_v4(&self, keys: &[Lpm<4>]) -> Result<()> {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::os::fd::{AsFd, BorrowedFd};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap, IterableMap, MapData, MapError, MapInfo, PerCpuArray};
+use aya::maps::{Array, HashMap, IterableMap, MapData, MapError, MapInfo, MapType, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{Xdp, XdpMode, xdp::XdpLink};
 use aya::{Ebpf, EbpfLoader};
@@ -159,6 +159,28 @@ fn io_map_err_like(e: &KernelError) -> KernelError {
     }
 }
 
+/// Before version 0.2 of the map layout, F2B_PREFIX_V6 was an LPM trie. A pinned one of that
+/// type cannot be reused by the program, which now expects a hash map: its pin is removed so
+/// the loader creates the new map. Nothing is lost: prefix bans come only from `f2b-ctl ban`,
+/// which commits them before it answers, and the start-up reconciliation writes every
+/// unexpired ban of the database back into the maps.
+fn migrate_prefix_v6(pin_dir: &Path) {
+    let pin = pin_dir.join(maps::PREFIX_V6);
+    let Ok(info) = MapInfo::from_pin(&pin) else {
+        return;
+    };
+    if matches!(info.map_type(), Ok(MapType::LpmTrie)) {
+        match std::fs::remove_file(&pin) {
+            Ok(()) => log::warn!(
+                "{}: pinned LPM trie of an older f2b replaced by the per-length hash map; \
+                 its IPv6 prefix bans are written again from the database",
+                pin.display()
+            ),
+            Err(e) => log::error!("{}: cannot remove the old pin: {e}", pin.display()),
+        }
+    }
+}
+
 /// True when a map type refuses batch operations (older kernels for LPM tries).
 fn batch_unsupported(e: &io::Error) -> bool {
     matches!(
@@ -172,7 +194,12 @@ pub struct Kernel {
     bans_v4: HashMap<MapData, [u8; 4], BanValue>,
     bans_v6: HashMap<MapData, [u8; 16], BanValue>,
     prefix_v4: LpmTrie<MapData, [u8; 4], BanValue>,
-    prefix_v6: LpmTrie<MapData, [u8; 16], BanValue>,
+    /// Hash map keyed like an LPM trie (see f2b-ebpf's F2B_PREFIX_V6).
+    prefix_v6: HashMap<MapData, Key<[u8; 16]>, BanValue>,
+    /// The IPv6 prefix lengths in use, as the XDP program reads them.
+    prefix_v6_lens: Array<MapData, [u64; 2]>,
+    /// What `prefix_v6_lens` holds.
+    v6_lens: [u64; 2],
     allow_v4: LpmTrie<MapData, [u8; 4], AllowValue>,
     allow_v6: LpmTrie<MapData, [u8; 16], AllowValue>,
     counters: PerCpuArray<MapData, u64>,
@@ -194,6 +221,7 @@ impl Kernel {
             path: pin_dir.display().to_string(),
             source,
         })?;
+        migrate_prefix_v6(pin_dir);
         let mut loader = EbpfLoader::new();
         loader
             .default_map_pin_directory(pin_dir)
@@ -240,6 +268,7 @@ impl Kernel {
         let bans_v6 = take(&mut ebpf, maps::BANS_V6)?;
         let prefix_v4 = take(&mut ebpf, maps::PREFIX_V4)?;
         let prefix_v6 = take(&mut ebpf, maps::PREFIX_V6)?;
+        let prefix_v6_lens = take(&mut ebpf, maps::PREFIX_V6_LENS)?;
         let allow_v4 = take(&mut ebpf, maps::ALLOW_V4)?;
         let allow_v6 = take(&mut ebpf, maps::ALLOW_V6)?;
         let counters = take(&mut ebpf, maps::COUNTERS)?;
@@ -256,12 +285,19 @@ impl Kernel {
             bans_v6,
             prefix_v4,
             prefix_v6,
+            prefix_v6_lens,
+            v6_lens: [0; 2],
             allow_v4,
             allow_v6,
             counters,
             pin_dir: pin_dir.to_path_buf(),
             capacity,
             attached: Vec::new(),
+        })
+        .and_then(|mut k| {
+            // Pinned maps from a previous run: the lengths their prefixes use.
+            k.refresh_v6_lens()?;
+            Ok(k)
         })
     }
 
@@ -397,6 +433,54 @@ impl Kernel {
         Ok(removed)
     }
 
+    /// The IPv6 prefix lengths the XDP program tries, longest first (as the map holds them).
+    pub fn v6_prefix_lengths(&self) -> Vec<u32> {
+        let w = self.prefix_v6_lens.get(&0, 0).unwrap_or_default();
+        (0..128u32)
+            .rev()
+            .filter(|l| w[(l / 64) as usize] & (1 << (l % 64)) != 0)
+            .collect()
+    }
+
+    /// Adds prefix lengths to the set the XDP program tries (before entries of those lengths
+    /// are written, so no entry is ever invisible to it).
+    fn mark_v6_lens(&mut self, lens: &[u32]) -> Result<(), KernelError> {
+        let mut want = self.v6_lens;
+        for &l in lens {
+            if l < 128 {
+                want[(l / 64) as usize] |= 1 << (l % 64);
+            }
+        }
+        self.write_v6_lens(want)
+    }
+
+    /// Recomputes the set of IPv6 prefix lengths from the map (after removals, and at load
+    /// for pinned maps), so the program stops trying lengths no entry uses any more.
+    fn refresh_v6_lens(&mut self) -> Result<(), KernelError> {
+        let mut want = [0u64; 2];
+        for k in self.prefix_v6.keys().flatten() {
+            let l = k.prefix_len();
+            if l < 128 {
+                want[(l / 64) as usize] |= 1 << (l % 64);
+            }
+        }
+        self.write_v6_lens(want)
+    }
+
+    fn write_v6_lens(&mut self, want: [u64; 2]) -> Result<(), KernelError> {
+        if want == self.v6_lens {
+            return Ok(());
+        }
+        self.prefix_v6_lens
+            .set(0, want, 0)
+            .map_err(|e| KernelError::Map {
+                map: maps::PREFIX_V6_LENS,
+                message: e.to_string(),
+            })?;
+        self.v6_lens = want;
+        Ok(())
+    }
+
     /// Writes a ban entry. Counters of an existing entry are kept.
     pub fn put_ban(&mut self, net: &IpNet, mut value: BanValue) -> Result<(), KernelError> {
         let cap = self.capacity;
@@ -435,8 +519,9 @@ impl Kernel {
                     value.packets = old.packets;
                     value.bytes = old.bytes;
                 }
+                self.mark_v6_lens(&[l])?;
                 self.prefix_v6
-                    .insert(&k, value, 0)
+                    .insert(k, value, 0)
                     .map_err(|e| map_err(maps::PREFIX_V6, "prefixes", cap.prefixes, e))
             }
         }
@@ -448,7 +533,11 @@ impl Kernel {
             MapKey::V4(a, 32) => self.bans_v4.remove(&a),
             MapKey::V6(a, 128) => self.bans_v6.remove(&a),
             MapKey::V4(a, l) => self.prefix_v4.remove(&Key::new(l, a)),
-            MapKey::V6(a, l) => self.prefix_v6.remove(&Key::new(l, a)),
+            MapKey::V6(a, l) => {
+                let r = self.prefix_v6.remove(&Key::new(l, a));
+                self.refresh_v6_lens()?;
+                r
+            }
         };
         match r {
             Ok(()) => Ok(true),
@@ -517,6 +606,15 @@ impl Kernel {
     /// included: a caller re-banning an address passes the counters it read.
     pub fn put_bans(&mut self, items: &[(IpNet, BanValue)]) -> Result<(), PutError> {
         let g = Groups::of(items);
+        // The program must see a length before the entries that use it.
+        if !g.p6.0.is_empty() {
+            let lens: Vec<u32> = g.p6.0.iter().map(|k| k.prefix_len()).collect();
+            self.mark_v6_lens(&lens).map_err(|error| PutError {
+                written: Vec::new(),
+                failed: g.p6.2[0],
+                error,
+            })?;
+        }
         let fds = self.fds();
         let mut written = Vec::new();
         macro_rules! group {
@@ -545,7 +643,7 @@ impl Kernel {
         group!(g.v4, 0, false);
         group!(g.v6, 1, false);
         group!(g.p4, 2, true);
-        group!(g.p6, 3, true);
+        group!(g.p6, 3, false);
         Ok(())
     }
 
@@ -618,12 +716,16 @@ impl Kernel {
         if !g.v6.0.is_empty() {
             removed += batch::delete(fds[1].0, &g.v6.0).map_err(|e| err(1, e))?;
         }
+        let p6 = !g.p6.0.is_empty();
+        if p6 {
+            removed += batch::delete(fds[3].0, &g.p6.0).map_err(|e| err(3, e))?;
+        }
         // Prefix bans are few; an LPM trie's batch delete is not on every kernel.
         for k in g.p4.0 {
             removed += usize::from(self.prefix_v4.remove(&k).is_ok());
         }
-        for k in g.p6.0 {
-            removed += usize::from(self.prefix_v6.remove(&k).is_ok());
+        if p6 {
+            self.refresh_v6_lens()?;
         }
         Ok(removed)
     }

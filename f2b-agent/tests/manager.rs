@@ -678,3 +678,108 @@ fn history_of_ended_bans_counts_per_jail() {
     assert_eq!(s.history(&[a]).expect("history"), vec![3]);
     assert_eq!(s.history_in("recidive", &[a]).expect("history"), vec![1]);
 }
+
+/// Creates and pins an empty LPM trie where F2B_PREFIX_V6 lives: what a version of f2b
+/// before the per-length hash map left in bpffs.
+fn pin_old_lpm_prefix_v6(pin_dir: &Path) {
+    #[repr(C)]
+    #[derive(Default)]
+    struct MapCreate {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+    }
+    #[repr(C)]
+    struct ObjPin {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
+    const BPF_F_NO_PREALLOC: u32 = 1;
+    let attr = MapCreate {
+        map_type: BPF_MAP_TYPE_LPM_TRIE,
+        key_size: 4 + 16,
+        value_size: std::mem::size_of::<BanValue>() as u32,
+        max_entries: 8,
+        map_flags: BPF_F_NO_PREALLOC,
+    };
+    // SAFETY: bpf(2) with a valid, fully initialised attribute struct of the size given.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            &attr as *const MapCreate,
+            std::mem::size_of::<MapCreate>(),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "create LPM trie: {}",
+        std::io::Error::last_os_error()
+    );
+    let path = std::ffi::CString::new(
+        pin_dir
+            .join(f2b_common::maps::PREFIX_V6)
+            .as_os_str()
+            .as_encoded_bytes(),
+    )
+    .expect("pin path without NUL");
+    let pin = ObjPin {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: fd as u32,
+        file_flags: 0,
+    };
+    // SAFETY: as above; `path` outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_PIN,
+            &pin as *const ObjPin,
+            std::mem::size_of::<ObjPin>(),
+        )
+    };
+    assert_eq!(r, 0, "pin: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is ours; the pin keeps the map.
+    unsafe { libc::close(fd as i32) };
+}
+
+#[test]
+fn v6_prefix_lengths_follow_the_map_and_an_old_lpm_pin_is_replaced() {
+    let Some(env) = Env::new() else { return };
+    {
+        let mut m = env.manager("");
+        m.reconcile().expect("first start");
+        m.ban(&req(&[
+            "fd00:f2b:1::/48",
+            "fd00:f2b::/64",
+            "fd00:f2b::1:0/112",
+        ]))
+        .expect("v6 prefixes");
+        assert_eq!(env.kernel().v6_prefix_lengths(), vec![112, 64, 48]);
+        m.unban(&["fd00:f2b::/64".into()], false, None)
+            .expect("unban");
+        assert_eq!(
+            env.kernel().v6_prefix_lengths(),
+            vec![112, 48],
+            "a length no entry uses any more is no longer tried"
+        );
+    }
+    // An older f2b's pinned LPM trie in place of the hash map: the agent replaces it and
+    // writes the database's prefix bans into the new map.
+    let pin = env.pin().join(f2b_common::maps::PREFIX_V6);
+    std::fs::remove_file(&pin).expect("remove the hash map's pin");
+    pin_old_lpm_prefix_v6(&env.pin());
+    let mut m = env.manager("");
+    m.reconcile().expect("start over an old pin");
+    let k = env.kernel();
+    for n in ["fd00:f2b:1::/48", "fd00:f2b::1:0/112"] {
+        assert!(k.get_ban(&net(n)).is_some(), "{n} enforced again");
+    }
+    assert!(k.get_ban(&net("fd00:f2b::/64")).is_none());
+    assert_eq!(k.v6_prefix_lengths(), vec![112, 48]);
+}

@@ -92,6 +92,17 @@ fn v6_key(ip: [u8; 16], len: u32) -> Key<[u8; 16]> {
     Key::new(len, ip)
 }
 
+/// `ip` with only its first `len` bits kept.
+fn mask6(ip: [u8; 16], len: u32) -> [u8; 16] {
+    let bits = u128::from_be_bytes(ip);
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len)
+    };
+    (bits & mask).to_be_bytes()
+}
+
 impl Harness {
     fn run(&self, frame: &[u8]) -> u32 {
         let prog: &Xdp = self
@@ -123,10 +134,17 @@ impl Harness {
         m.insert(&v4_key(ip, len), v, 0).unwrap();
     }
 
+    /// As the agent writes an IPv6 prefix: the length into F2B_PREFIX_V6_LENS first, then
+    /// the entry keyed by (length, address masked to it).
     fn prefix_v6(&mut self, ip: [u8; 16], len: u32, v: BanValue) {
-        let mut m: LpmTrie<_, [u8; 16], BanValue> =
-            LpmTrie::try_from(self.ebpf.map_mut(maps::PREFIX_V6).unwrap()).unwrap();
-        m.insert(&v6_key(ip, len), v, 0).unwrap();
+        let mut lens: Array<_, [u64; 2]> =
+            Array::try_from(self.ebpf.map_mut(maps::PREFIX_V6_LENS).unwrap()).unwrap();
+        let mut w = lens.get(&0, 0).unwrap();
+        w[(len / 64) as usize] |= 1 << (len % 64);
+        lens.set(0, w, 0).unwrap();
+        let mut m: HashMap<_, Key<[u8; 16]>, BanValue> =
+            HashMap::try_from(self.ebpf.map_mut(maps::PREFIX_V6).unwrap()).unwrap();
+        m.insert(v6_key(mask6(ip, len), len), v, 0).unwrap();
     }
 
     fn allow_v4(&mut self, ip: [u8; 4], len: u32) {
@@ -160,9 +178,9 @@ impl Harness {
     }
 
     fn get_prefix_v6(&self, ip: [u8; 16], len: u32) -> BanValue {
-        let m: LpmTrie<_, [u8; 16], BanValue> =
-            LpmTrie::try_from(self.ebpf.map(maps::PREFIX_V6).unwrap()).unwrap();
-        m.get(&v6_key(ip, len), 0).unwrap()
+        let m: HashMap<_, Key<[u8; 16]>, BanValue> =
+            HashMap::try_from(self.ebpf.map(maps::PREFIX_V6).unwrap()).unwrap();
+        m.get(&v6_key(mask6(ip, len), len), 0).unwrap()
     }
 
     /// Global counters summed over CPUs, by index.
@@ -679,4 +697,45 @@ fn pinned_maps_are_reused() {
     let r = test_run(prog.fd().unwrap().as_fd(), &frame_v4(V4_A, TCP, 22), 1).unwrap();
     assert_eq!(r.retval, XDP_DROP);
     assert_eq!(h.get_ban_v4(V4_A).packets, 1);
+}
+
+#[test]
+fn v6_prefixes_of_several_lengths_longest_wins() {
+    let Some(mut h) = harness("v6_prefixes_of_several_lengths_longest_wins") else {
+        return;
+    };
+    // fd00:f2b::/48 (a length in the first word of the length set), fd00:f2b::/64 (the first
+    // bit of the second word), fd00:f2b::8000:0:0/97 and one /127: a source is dropped by
+    // the longest that covers it, counted there.
+    let base = V6_DST;
+    let mut p97 = base;
+    p97[12] = 0x80;
+    let mut p127 = base;
+    p127[15] = 0x40;
+    h.prefix_v6(base, 48, BanValue::new(0));
+    h.prefix_v6(base, 64, scoped(&[22]));
+    h.prefix_v6(p97, 97, BanValue::new(0));
+    h.prefix_v6(p127, 127, BanValue::new(0));
+    let mut in97 = p97;
+    in97[15] = 0x33;
+    let mut in127 = p127;
+    in127[15] = 0x41;
+    let mut in64 = base;
+    in64[15] = 0x22;
+    let mut in48 = base;
+    in48[6] = 0x12;
+    let mut outside = base;
+    outside[5] = 0x01;
+    assert_eq!(h.run(&frame_v6(in127, TCP, 80)), XDP_DROP);
+    assert_eq!(h.run(&frame_v6(in97, TCP, 80)), XDP_DROP);
+    assert_eq!(h.run(&frame_v6(in64, TCP, 22)), XDP_DROP);
+    assert_eq!(h.run(&frame_v6(in48, TCP, 80)), XDP_DROP);
+    assert_eq!(h.run(&frame_v6(outside, TCP, 80)), XDP_PASS);
+    // Only the longest covering prefix is consulted, as with an LPM trie: the /64 is scoped
+    // to port 22, so port 80 from inside it passes although the /48 covers it too.
+    assert_eq!(h.run(&frame_v6(in64, TCP, 80)), XDP_PASS);
+    for (ip, len) in [(p127, 127), (p97, 97), (base, 64), (base, 48)] {
+        assert_eq!(h.get_prefix_v6(ip, len).packets, 1, "/{len}");
+    }
+    h.assert_counters(&[(SEEN, 6), (PASSED, 2), (PASS_PORT, 1), (DROP_PREFIX_V6, 4)]);
 }

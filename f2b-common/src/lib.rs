@@ -23,11 +23,23 @@ pub mod maps {
     pub const BANS_V4: &str = "F2B_BANS_V4";
     pub const BANS_V6: &str = "F2B_BANS_V6";
     pub const PREFIX_V4: &str = "F2B_PREFIX_V4";
+    /// IPv6 prefix bans: a hash map keyed like an LPM trie (prefix length, masked address),
+    /// looked up once per length in use ([`PREFIX_V6_LENS`]).
     pub const PREFIX_V6: &str = "F2B_PREFIX_V6";
+    /// One `[u64; 2]`: bit `l` of word `l / 64` set when IPv6 prefixes of length `l` may be in
+    /// [`PREFIX_V6`].
+    pub const PREFIX_V6_LENS: &str = "F2B_PREFIX_V6_LENS";
     pub const COUNTERS: &str = "F2B_COUNTERS";
     /// Every map the agent pins, in a fixed order.
-    pub const ALL: [&str; 7] = [
-        ALLOW_V4, ALLOW_V6, BANS_V4, BANS_V6, PREFIX_V4, PREFIX_V6, COUNTERS,
+    pub const ALL: [&str; 8] = [
+        ALLOW_V4,
+        ALLOW_V6,
+        BANS_V4,
+        BANS_V6,
+        PREFIX_V4,
+        PREFIX_V6,
+        PREFIX_V6_LENS,
+        COUNTERS,
     ];
     /// Name of the XDP program (the function name in f2b-ebpf).
     pub const PROGRAM: &str = "f2b_xdp";

@@ -7,7 +7,8 @@
 //! 1. parse Ethernet, up to two VLAN tags (802.1Q / 802.1ad, any order), IPv4 or IPv6;
 //!    anything else, or a truncated header, passes (`PASS_UNPARSED`);
 //! 2. an allowlisted source (LPM trie) always passes (`PASS_ALLOWLIST`);
-//! 3. an exact ban (hash map), then a prefix ban (LPM trie): a ban that is in force and covers
+//! 3. an exact ban (hash map), then a prefix ban (v4: LPM trie; v6: a hash map per length in
+//!    use, longest first, see [`F2B_PREFIX_V6`]): a ban that is in force and covers
 //!    the destination port drops the frame and counts it in the ban's `packets`/`bytes`;
 //!    an expired or port-scoped-out ban falls through to the next map, because a wider ban may
 //!    still apply.
@@ -38,7 +39,7 @@ use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
     helpers::bpf_ktime_get_boot_ns,
     macros::{map, xdp},
-    maps::{HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use f2b_common::{AllowValue, BanValue, counters, maps};
@@ -66,6 +67,7 @@ const _: () = {
     assert!(same(maps::BANS_V6, "F2B_BANS_V6"));
     assert!(same(maps::PREFIX_V4, "F2B_PREFIX_V4"));
     assert!(same(maps::PREFIX_V6, "F2B_PREFIX_V6"));
+    assert!(same(maps::PREFIX_V6_LENS, "F2B_PREFIX_V6_LENS"));
     assert!(same(maps::COUNTERS, "F2B_COUNTERS"));
     assert!(same(maps::PROGRAM, "f2b_xdp"));
 };
@@ -85,8 +87,18 @@ static F2B_BANS_V4: HashMap<[u8; 4], BanValue> = HashMap::pinned(DEFAULT_BANS, 0
 static F2B_BANS_V6: HashMap<[u8; 16], BanValue> = HashMap::pinned(DEFAULT_BANS, 0);
 #[map]
 static F2B_PREFIX_V4: LpmTrie<[u8; 4], BanCell> = LpmTrie::pinned(DEFAULT_PREFIXES, 0);
+/// IPv6 prefix bans: one hash map keyed by (prefix length, masked address), the same bytes
+/// as an LPM trie key, plus the set of lengths in use ([`F2B_PREFIX_V6_LENS`]). A lookup
+/// tries the lengths in use, longest first: its cost is one hash lookup per length in use,
+/// however many prefixes there are. The kernel's LPM trie costs a pointer chase per trie
+/// level, and a million /96s under one /64 make the levels many (2.2x the cost of one entry).
 #[map]
-static F2B_PREFIX_V6: LpmTrie<[u8; 16], BanCell> = LpmTrie::pinned(DEFAULT_PREFIXES, 0);
+static F2B_PREFIX_V6: HashMap<Key<[u8; 16]>, BanCell> = HashMap::pinned(DEFAULT_PREFIXES, 0);
+/// Bit `l` set (word `l / 64`, bit `l % 64`): some IPv6 prefix of length `l` (0-127) may be in
+/// [`F2B_PREFIX_V6`]. Set by the agent before it inserts such a prefix, cleared after the last
+/// one of that length is removed.
+#[map]
+static F2B_PREFIX_V6_LENS: Array<[u64; 2]> = Array::pinned(1, 0);
 #[map]
 static F2B_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counters::COUNT, 0);
 
@@ -412,8 +424,7 @@ fn verdict_v6(ctx: &XdpContext, off: usize, len: u64) -> u32 {
             Err(m) => miss = Some(m),
         }
     }
-    if let Some(v) = F2B_PREFIX_V6.get(&key) {
-        let v = v.0.get();
+    if let Some(v) = longest_prefix_v6(&src) {
         // SAFETY: v comes from a successful lookup.
         match unsafe { apply(ctx, l3, v, &mut port, len) } {
             Ok(()) => {
@@ -427,6 +438,59 @@ fn verdict_v6(ctx: &XdpContext, off: usize, len: u64) -> u32 {
         Some(m) => pass(m.counter()),
         None => XDP_PASS,
     }
+}
+
+/// `bits` leading one bits (0-64).
+#[inline(always)]
+fn mask64(bits: u32) -> u64 {
+    if bits == 0 { 0 } else { !0u64 << (64 - bits) }
+}
+
+/// The longest IPv6 prefix ban covering `src`, as LPM would find it: for each length in use,
+/// longest first, one hash lookup of the address masked to that length. The loop runs once
+/// per length in use (highest set bit first), not once per possible length.
+#[inline(always)]
+fn longest_prefix_v6(src: &[u8; 16]) -> Option<*mut BanValue> {
+    let lens = F2B_PREFIX_V6_LENS.get(0)?;
+    let hi = u64::from_be_bytes([
+        src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7],
+    ]);
+    let lo = u64::from_be_bytes([
+        src[8], src[9], src[10], src[11], src[12], src[13], src[14], src[15],
+    ]);
+    // Word 1 holds lengths 64-127, word 0 lengths 0-63.
+    let mut words = [lens[1], lens[0]];
+    let mut w = 0;
+    while w < 2 {
+        let mut bits = words[w];
+        let mut n = 0;
+        while bits != 0 && n < 64 {
+            let b = 63 - bits.leading_zeros();
+            bits &= !(1u64 << b);
+            n += 1;
+            let (plen, khi, klo) = if w == 0 {
+                (64 + b, hi, lo & mask64(b))
+            } else {
+                (b, hi & mask64(b), 0)
+            };
+            let mut data = [0u8; 16];
+            let h = khi.to_be_bytes();
+            let l = klo.to_be_bytes();
+            let mut i = 0;
+            while i < 8 {
+                data[i] = h[i];
+                data[8 + i] = l[i];
+                i += 1;
+            }
+            let key = Key::new(plen, data);
+            if let Some(v) = F2B_PREFIX_V6.get_ptr_mut(&key) {
+                return Some(v as *mut BanValue);
+            }
+        }
+        words[w] = bits;
+        w += 1;
+    }
+    None
 }
 
 #[cfg(not(test))]

@@ -16,7 +16,7 @@ use hashbrown::HashTable;
 type Hasher = foldhash::fast::RandomState;
 
 /// Failure times kept inline in a tracked address's slot (maxretry defaults to 5, and at
-/// most maxretry - 1 times wait for the next failure); more spill to a side vector.
+/// most maxretry - 1 times wait for the next failure); more spill to the [`Spill`] arena.
 const INLINE: usize = 4;
 
 /// "No slot": the end of the LRU list, or no spilled times.
@@ -31,10 +31,12 @@ struct Slot {
     /// Neighbours in the LRU list (towards the most and the least recently seen).
     newer: u32,
     older: u32,
-    /// Index into `FailManager::spilled` when the times outgrew `times`, else NIL.
+    /// Offset of the times' chunk in [`Spill`] when they outgrew `times`, else NIL.
     spill: u32,
     len: u16,
     v6: bool,
+    /// Size class of the spilled chunk.
+    class: u8,
 }
 
 impl Slot {
@@ -63,6 +65,52 @@ fn key(ip: &IpAddr) -> ([u8; 16], bool) {
 /// older than any findtime anyway).
 fn secs(t: i64) -> u32 {
     t.clamp(0, i64::from(u32::MAX)) as u32
+}
+
+/// Failure times of addresses with more than [`INLINE`] of them, in one arena of u32 words:
+/// a chunk of size class `c` is `8 << c` words, the count then the times (oldest first);
+/// freed chunks are reused per class. No allocation header or `Vec` per address (a `Vec`
+/// each cost ~72 bytes for 5-7 times, 32 here).
+#[derive(Default)]
+struct Spill {
+    data: Vec<u32>,
+    free: Vec<Vec<u32>>,
+}
+
+impl Spill {
+    fn words(class: u8) -> usize {
+        8 << class
+    }
+
+    /// A chunk of `class`, or None when the arena would pass u32 offsets (16 GiB) or the
+    /// class is beyond any u16 count.
+    fn alloc(&mut self, class: u8) -> Option<u32> {
+        if class > 13 {
+            return None;
+        }
+        if let Some(off) = self.free.get_mut(usize::from(class)).and_then(Vec::pop) {
+            return Some(off);
+        }
+        let off = self.data.len();
+        let end = off + Self::words(class);
+        if end >= NIL as usize {
+            return None;
+        }
+        self.data.resize(end, 0);
+        Some(off as u32)
+    }
+
+    fn release(&mut self, off: u32, class: u8) {
+        let c = usize::from(class);
+        if self.free.len() <= c {
+            self.free.resize_with(c + 1, Vec::new);
+        }
+        self.free[c].push(off);
+    }
+
+    fn chunk_mut(&mut self, off: u32) -> &mut [u32] {
+        &mut self.data[off as usize..]
+    }
 }
 
 /// A ban decision: `failures` failures of `ip`, the last at `time` (Unix seconds).
@@ -100,9 +148,8 @@ pub struct FailManager {
     /// Most and least recently seen.
     newest: u32,
     oldest: u32,
-    /// Times of addresses with more than INLINE of them (large maxretry), and free ones.
-    spilled: Vec<Vec<u32>>,
-    spill_free: Vec<u32>,
+    /// Times of addresses with more than INLINE of them (large maxretry).
+    spill: Spill,
     stats: FailStats,
 }
 
@@ -118,8 +165,7 @@ impl FailManager {
             free: NIL,
             newest: NIL,
             oldest: NIL,
-            spilled: Vec::new(),
-            spill_free: Vec::new(),
+            spill: Spill::default(),
             stats: FailStats::default(),
         }
     }
@@ -213,16 +259,15 @@ impl FailManager {
     fn insert_time(&mut self, i: u32, t: u32) -> u32 {
         let (findtime, maxretry) = (self.findtime, self.maxretry as usize);
         let s = &mut self.slots[i as usize];
-        if s.spill == NIL && usize::from(s.len) == INLINE {
-            let v = match self.spill_free.pop() {
-                Some(j) => j,
-                None => {
-                    self.spilled.push(Vec::new());
-                    (self.spilled.len() - 1) as u32
-                }
-            };
-            self.spilled[v as usize].extend_from_slice(&s.times);
-            s.spill = v;
+        if s.spill == NIL
+            && usize::from(s.len) == INLINE
+            && let Some(off) = self.spill.alloc(0)
+        {
+            let c = self.spill.chunk_mut(off);
+            c[0] = INLINE as u32;
+            c[1..=INLINE].copy_from_slice(&s.times);
+            s.spill = off;
+            s.class = 0;
         }
         let keep = |ts: &[u32]| -> usize {
             let newest = i64::from(ts.last().copied().unwrap_or(0));
@@ -232,6 +277,11 @@ impl FailManager {
                 .count();
             stale + (ts.len() - stale).saturating_sub(maxretry)
         };
+        if s.spill == NIL && usize::from(s.len) == INLINE {
+            // No room to spill (arena at its limit): the oldest time goes.
+            s.times.copy_within(1.., 0);
+            s.len -= 1;
+        }
         if s.spill == NIL {
             let n = usize::from(s.len);
             let pos = s.times[..n]
@@ -245,13 +295,37 @@ impl FailManager {
             s.len = (n + 1 - drop) as u16;
             u32::from(s.len)
         } else {
-            let v = &mut self.spilled[s.spill as usize];
-            let pos = v.iter().rposition(|x| *x <= t).map_or(0, |p| p + 1);
-            v.insert(pos, t);
+            let mut n = self.spill.chunk_mut(s.spill)[0] as usize;
+            if n + 1 == Spill::words(s.class) {
+                // Full: move to a chunk of the next class (or, at the arena's limit, drop the
+                // oldest time).
+                match self.spill.alloc(s.class + 1) {
+                    Some(off) => {
+                        self.spill
+                            .data
+                            .copy_within(s.spill as usize..s.spill as usize + n + 1, off as usize);
+                        self.spill.release(s.spill, s.class);
+                        s.spill = off;
+                        s.class += 1;
+                    }
+                    None => {
+                        let c = self.spill.chunk_mut(s.spill);
+                        c.copy_within(2..=n, 1);
+                        n -= 1;
+                    }
+                }
+            }
+            let c = self.spill.chunk_mut(s.spill);
+            let v = &mut c[1..=n + 1];
+            let pos = v[..n].iter().rposition(|x| *x <= t).map_or(0, |p| p + 1);
+            v.copy_within(pos..n, pos + 1);
+            v[pos] = t;
             let drop = keep(v);
-            v.drain(..drop);
-            s.len = v.len().min(usize::from(u16::MAX)) as u16;
-            v.len() as u32
+            v.copy_within(drop.., 0);
+            let len = n + 1 - drop;
+            c[0] = len as u32;
+            s.len = len.min(usize::from(u16::MAX)) as u16;
+            len as u32
         }
     }
 
@@ -264,6 +338,7 @@ impl FailManager {
             spill: NIL,
             len: 0,
             v6: k.1,
+            class: 0,
         };
         let i = if self.free != NIL {
             let i = self.free;
@@ -291,10 +366,7 @@ impl FailManager {
         }
         self.unlink(i);
         if s.spill != NIL {
-            let v = &mut self.spilled[s.spill as usize];
-            v.clear();
-            v.shrink_to(INLINE * 4);
-            self.spill_free.push(s.spill);
+            self.spill.release(s.spill, s.class);
         }
         let slot = &mut self.slots[i as usize];
         slot.spill = NIL;
@@ -457,6 +529,29 @@ mod tests {
     }
 
     /// The slab/list/table against a plain model (a Vec in recency order), over a long
+    #[test]
+    fn spilled_times_grow_through_size_classes_and_slide() {
+        // 99 failures of each of two addresses (interleaved, so their chunks move past each
+        // other in the arena), in order, then out of order; the 100th makes the ticket.
+        let mut f = FailManager::new(100, 1000, 10);
+        for k in 0..99 {
+            for a in [1, 2] {
+                let t = 10_000 + if k % 7 == 3 { k - 2 } else { k };
+                assert_eq!(f.add_failure(ip(a), t, 10_100, None), None, "{a} {k}");
+            }
+        }
+        let t = f
+            .add_failure(ip(1), 10_099, 10_100, None)
+            .map(|t| t.failures);
+        assert_eq!(t, Some(100));
+        // The window slides: 999 s later only the newest of ip(2)'s failures still count.
+        assert_eq!(f.add_failure(ip(2), 11_097, 11_097, None), None);
+        let n = f.slots[f.find(&key(&ip(2))).1.expect("tracked") as usize].len;
+        assert_eq!(n, 2, "only 10098 is within 1000 s of 11097");
+        f.forget(&ip(2));
+        assert_eq!(f.stats().failing_now, 0);
+    }
+
     /// pseudo-random run with eviction, spills, forgets, out-of-order and old times.
     #[test]
     fn matches_a_plain_model_under_churn() {
@@ -493,7 +588,7 @@ mod tests {
                 None
             }
         }
-        for (maxretry, cap) in [(3u32, 50usize), (9, 20), (1, 10)] {
+        for (maxretry, cap) in [(3u32, 50usize), (9, 20), (1, 10), (40, 8)] {
             let mut f = FailManager::new(maxretry, 100, cap);
             let mut m = Model {
                 maxretry: maxretry as usize,

@@ -128,8 +128,8 @@ fn flush(
     meta: &[(String, String)],
     fails: &FailManager,
 ) -> io::Result<()> {
-    let bans = lock(shared)?.jail_batch(jail, tickets, positions, meta, fails.stats());
-    if !bans.is_empty() {
+    let bans = lock(shared)?.jail_batch_count(jail, tickets, positions, meta, fails.stats());
+    if bans > 0 {
         shared.bans_changed.notify_one();
     }
     Ok(())

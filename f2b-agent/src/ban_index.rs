@@ -235,6 +235,21 @@ impl Index {
             self.per_jail[slot.jail() as usize] += 1;
             return (i, Some(old));
         }
+        (self.put_new(ip, slot), None)
+    }
+
+    /// [`Index::insert`] of an address known to have no ban (the caller looked it up): no
+    /// second lookup.
+    pub fn insert_new(&mut self, ip: IpNet, slot: Slot) {
+        debug_assert!(self.find(&ip).is_none(), "{ip} is banned already");
+        let i = self.put_new(ip, slot);
+        if slot.until != PERMANENT {
+            self.expiry.push(Reverse((slot.until, i)));
+            self.maybe_compact();
+        }
+    }
+
+    fn put_new(&mut self, ip: IpNet, slot: Slot) -> u32 {
         let i = match self.free.pop() {
             Some(i) => {
                 self.entries[i as usize] = (ip, slot);
@@ -256,7 +271,7 @@ impl Index {
             .insert_unique(h, i, |&j| hasher.hash_one(entries[j as usize].0));
         *self.usage.slot(&ip) += 1;
         self.per_jail[slot.jail() as usize] += 1;
-        (i, None)
+        i
     }
 
     /// The id of jail `name`, interned on first use.
@@ -626,6 +641,13 @@ mod tests {
         let p = i.slot("x", 0, None, &[], 1, 1);
         i.insert(b, p);
         assert_eq!(i.next_expiry(), None);
+        // A new ban in the place b's old entry left: due at its own time only.
+        let d = net("198.18.0.4");
+        let sd = s(&mut i, 50);
+        i.insert_new(d, sd);
+        assert_eq!((i.len(), i.get(&d)), (3, Some(&sd)));
+        assert_eq!(i.take_due(45), Vec::<IpNet>::new());
+        assert_eq!(i.take_due(50), vec![d]);
     }
 
     #[test]

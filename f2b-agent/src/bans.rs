@@ -105,7 +105,8 @@ impl RowSlots {
 }
 
 /// A jail ban on its way: address, index slot, ticket, ban time, (packets, bytes) kept.
-type PlannedJailBan = (IpNet, Slot, Ticket, BanTime, (u64, u64));
+/// (address, slot, ticket, bantime, kept counters, replaces an active ban).
+type PlannedJailBan = (IpNet, Slot, Ticket, BanTime, (u64, u64), bool);
 
 /// What a ban request did, compact: (address, slot, (packets, bytes)) per ban, jail names
 /// by slot jail id. Serializes as [`BanResult`] (`{"banned":[BanInfo...]}`).
@@ -1170,7 +1171,14 @@ impl BanManager {
                 v.bytes = c.bytes;
             }
             values.push((ip, v));
-            planned.push((ip, slot, t, bantime, (v.packets, v.bytes)));
+            planned.push((
+                ip,
+                slot,
+                t,
+                bantime,
+                (v.packets, v.bytes),
+                existing.is_some(),
+            ));
         }
         // Enforce now, in one batch; the commit below follows.
         let failed = self.kernel.put_bans_each(&values);
@@ -1203,7 +1211,7 @@ impl BanManager {
         if !planned.is_empty() {
             *self.banned_total.entry(jail_name.to_string()).or_default() += planned.len() as u64;
         }
-        for (ip, slot, ticket, bantime, counters) in planned {
+        for (ip, slot, ticket, bantime, counters, replaces) in planned {
             banlog.push('[');
             banlog.push_str(jail_name);
             banlog.push_str("] Ban ");
@@ -1230,7 +1238,12 @@ impl BanManager {
                     ticket,
                 });
             }
-            self.idx.insert(ip, slot);
+            if replaces {
+                self.idx.insert(ip, slot);
+            } else {
+                // Looked up while planning (and the batch's addresses are distinct).
+                self.idx.insert_new(ip, slot);
+            }
         }
         if !banlog.is_empty() {
             log::info!(target: "f2b::ban", "{}", banlog.trim_end());

@@ -193,12 +193,28 @@ fn run_files(
         first = false;
         let now = unix_now() as i64;
         let mut tickets = Vec::new();
+        // Each failure is counted one failure late: its address's LRU neighbours and times
+        // are prefetched first and arrive while the next line is matched. The user of the
+        // held failure is kept in a reused buffer.
+        let mut held: Option<(std::net::IpAddr, i64, bool)> = None;
+        let mut held_user = String::new();
         let stats = src.poll_chunks(BATCH_BYTES, &mut |_path, chunk| {
             p.filter.scan(chunk, now, &mut |f, _| {
-                if let Some(t) = fails.add_failure(f.ip, f.time.unwrap_or(now), now, f.user) {
-                    tickets.push(t);
+                fails.prefetch(&f.ip);
+                if let Some((ip, t, u)) = held.take()
+                    && let Some(tk) = fails.add_failure(ip, t, now, u.then_some(&held_user))
+                {
+                    tickets.push(tk);
                 }
+                held = Some((f.ip, f.time.unwrap_or(now), f.user.is_some()));
+                held_user.clear();
+                held_user.push_str(f.user.unwrap_or(""));
             });
+            if let Some((ip, t, u)) = held.take()
+                && let Some(tk) = fails.add_failure(ip, t, now, u.then_some(&held_user))
+            {
+                tickets.push(tk);
+            }
         })?;
         more = stats.more;
         waiter.watch(&src.watch_dirs())?;

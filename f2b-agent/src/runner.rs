@@ -193,27 +193,37 @@ fn run_files(
         first = false;
         let now = unix_now() as i64;
         let mut tickets = Vec::new();
-        // Each failure is counted one failure late: its address's LRU neighbours and times
-        // are prefetched first and arrive while the next line is matched. The user of the
-        // held failure is kept in a reused buffer.
-        let mut held: Option<(std::net::IpAddr, i64, bool)> = None;
-        let mut held_user = String::new();
+        // Each failure is counted two failures late, its cache misses (a million tracked
+        // sources fit in no cache) overlapping the matching of the lines in between: the
+        // bucket where its address is found is prefetched first, then (one failure later)
+        // its slot's LRU neighbours and spilled times. The held failures' users are kept in
+        // reused buffers.
+        type Held = Option<(std::net::IpAddr, i64, bool)>;
+        let (mut old, mut young): (Held, Held) = (None, None);
+        let (mut old_user, mut young_user) = (String::new(), String::new());
         let stats = src.poll_chunks(BATCH_BYTES, &mut |_path, chunk| {
             p.filter.scan(chunk, now, &mut |f, _| {
-                fails.prefetch(&f.ip);
-                if let Some((ip, t, u)) = held.take()
-                    && let Some(tk) = fails.add_failure(ip, t, now, u.then_some(&held_user))
+                fails.prefetch_bucket(&f.ip);
+                if let Some((ip, ..)) = &young {
+                    fails.prefetch(ip);
+                }
+                if let Some((ip, t, u)) = old.take()
+                    && let Some(tk) = fails.add_failure(ip, t, now, u.then_some(&old_user))
                 {
                     tickets.push(tk);
                 }
-                held = Some((f.ip, f.time.unwrap_or(now), f.user.is_some()));
-                held_user.clear();
-                held_user.push_str(f.user.unwrap_or(""));
+                old = young.take();
+                std::mem::swap(&mut old_user, &mut young_user);
+                young = Some((f.ip, f.time.unwrap_or(now), f.user.is_some()));
+                young_user.clear();
+                young_user.push_str(f.user.unwrap_or(""));
             });
-            if let Some((ip, t, u)) = held.take()
-                && let Some(tk) = fails.add_failure(ip, t, now, u.then_some(&held_user))
-            {
-                tickets.push(tk);
+            for (held, user) in [(&mut old, &old_user), (&mut young, &young_user)] {
+                if let Some((ip, t, u)) = held.take()
+                    && let Some(tk) = fails.add_failure(ip, t, now, u.then_some(user))
+                {
+                    tickets.push(tk);
+                }
             }
         })?;
         more = stats.more;

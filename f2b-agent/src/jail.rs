@@ -7,6 +7,8 @@
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 
+use crate::addr_table::{AddrTable, prefetch};
+
 /// foldhash rather than std's SipHash: several times cheaper per lookup on a 17-byte key,
 /// and still seeded per process, which matters here because the keys are chosen by
 /// attackers (spoofed sources): an unkeyed hash such as FxHash would let them aim at one
@@ -198,118 +200,6 @@ fn store_spilled(spill: &mut Spill, s: &mut Slot, times: &[u32], narrow: bool) -
     (kept.len() as u32, cut)
 }
 
-/// The index of tracked addresses: open addressing with linear probing over one array of
-/// 8-byte buckets, each the hash's high 32 bits (which also give the bucket's home) and a
-/// slot number. A lookup reads one cache line of buckets, where hashbrown reads two (control
-/// bytes and indices are separate arrays), and that line can be prefetched from the hash
-/// alone. At most 5/8 full (16 MiB for a million addresses); removal shifts the following
-/// run back, so there are no tombstones.
-#[derive(Default)]
-struct Table {
-    buckets: Vec<u64>,
-    len: usize,
-}
-
-const EMPTY: u64 = u64::MAX;
-
-impl Table {
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn home(&self, tag: u64) -> usize {
-        tag as usize & (self.buckets.len() - 1)
-    }
-
-    fn prefetch(&self, h: u64) {
-        if !self.buckets.is_empty() {
-            prefetch(
-                self.buckets
-                    .as_ptr()
-                    .wrapping_add(self.home(h >> 32))
-                    .cast(),
-            );
-        }
-    }
-
-    /// The bucket position and slot number of the entry with hash `h` for which `eq` holds.
-    fn find(&self, h: u64, eq: impl Fn(u32) -> bool) -> Option<(usize, u32)> {
-        if self.buckets.is_empty() {
-            return None;
-        }
-        let tag = h >> 32;
-        let mask = self.buckets.len() - 1;
-        let mut i = self.home(tag);
-        loop {
-            let b = self.buckets[i];
-            if b == EMPTY {
-                return None;
-            }
-            if b >> 32 == tag && eq(b as u32) {
-                return Some((i, b as u32));
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    /// Adds slot number `slot` (not NIL, so a bucket never equals EMPTY) under hash `h`.
-    fn insert(&mut self, h: u64, slot: u32) {
-        if (self.len + 1) * 8 > self.buckets.len() * 5 {
-            let cap = (self.buckets.len() * 2).max(16);
-            let old = std::mem::replace(&mut self.buckets, vec![EMPTY; cap]);
-            for b in old.into_iter().filter(|b| *b != EMPTY) {
-                self.place(b);
-            }
-        }
-        self.place((h >> 32) << 32 | u64::from(slot));
-        self.len += 1;
-    }
-
-    fn place(&mut self, b: u64) {
-        let mask = self.buckets.len() - 1;
-        let mut i = self.home(b >> 32);
-        while self.buckets[i] != EMPTY {
-            i = (i + 1) & mask;
-        }
-        self.buckets[i] = b;
-    }
-
-    /// Empties bucket `at`, moving back the entries after it that may not be past a hole.
-    fn remove_at(&mut self, at: usize) {
-        let mask = self.buckets.len() - 1;
-        let mut hole = at;
-        let mut j = at;
-        loop {
-            j = (j + 1) & mask;
-            let b = self.buckets[j];
-            if b == EMPTY {
-                break;
-            }
-            // The entry at j may fill the hole when its home is not between the hole and j.
-            let home = self.home(b >> 32);
-            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
-                self.buckets[hole] = b;
-                hole = j;
-            }
-        }
-        self.buckets[hole] = EMPTY;
-        self.len -= 1;
-    }
-}
-
-/// Asks the CPU to load the cache line at `p` (never faults, whatever the address).
-#[inline]
-fn prefetch(p: *const i8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint; it does not dereference `p` in the language's sense and
-    // cannot fault, and SSE is part of the x86_64 baseline.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
 /// A ban decision: `failures` failures of `ip`, the last at `time` (Unix seconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
@@ -338,7 +228,7 @@ pub struct FailManager {
     findtime: i64,
     max_tracked: usize,
     hasher: Hasher,
-    table: Table,
+    table: AddrTable,
     slots: Vec<Slot>,
     /// Freed slots, chained through `older`.
     free: u32,
@@ -361,7 +251,7 @@ impl FailManager {
             findtime: findtime_secs as i64,
             max_tracked: max_tracked.clamp(1, NIL as usize - 1),
             hasher: Hasher::default(),
-            table: Table::default(),
+            table: AddrTable::default(),
             slots: Vec::new(),
             free: NIL,
             newest: NIL,
@@ -759,36 +649,6 @@ mod tests {
     }
 
     /// The slab/list/table against a plain model (a Vec in recency order), over a long
-    #[test]
-    fn table_matches_a_set_with_collisions_and_wraparound() {
-        // Few distinct tags (many equal homes, runs across the array's end) and removals in
-        // the middle of runs.
-        let mut t = Table::default();
-        let mut m = std::collections::HashMap::new();
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        for slot in 0..5000u32 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let h = ((x % 40) | 0xffff_ffc0) << 32;
-            if x.is_multiple_of(3) && !m.is_empty() {
-                let (&k, &hk): (&u32, &u64) = m.iter().next().expect("an entry");
-                let (at, got) = t.find(hk, |j| j == k).expect("present");
-                assert_eq!(got, k);
-                t.remove_at(at);
-                m.remove(&k);
-            } else {
-                t.insert(h, slot);
-                m.insert(slot, h);
-            }
-            assert_eq!(t.len(), m.len());
-        }
-        for (k, h) in &m {
-            assert_eq!(t.find(*h, |j| j == *k).map(|f| f.1), Some(*k));
-        }
-        assert_eq!(t.find(0xffff_ffff_0000_0000, |_| true), None);
-    }
-
     #[test]
     fn spilled_times_survive_a_findtime_change_across_16_bits() {
         let mut f = FailManager::new(50, 600, 10);

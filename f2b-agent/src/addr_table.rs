@@ -24,6 +24,10 @@ impl AddrTable {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     fn home(&self, tag: u64) -> usize {
         tag as usize & (self.buckets.len() - 1)
     }
@@ -31,12 +35,7 @@ impl AddrTable {
     /// Starts loading the bucket where hash `h` is looked for first.
     pub fn prefetch(&self, h: u64) {
         if !self.buckets.is_empty() {
-            prefetch(
-                self.buckets
-                    .as_ptr()
-                    .wrapping_add(self.home(h >> 32))
-                    .cast(),
-            );
+            prefetch(&self.buckets, self.home(h >> 32));
         }
     }
 
@@ -118,17 +117,20 @@ impl AddrTable {
     }
 }
 
-/// Asks the CPU to load the cache line at `p` (never faults, whatever the address).
+/// Asks the CPU to load the cache line of `items[i]`; nothing when `i` is out of bounds.
 #[inline]
-pub fn prefetch(p: *const i8) {
+pub fn prefetch<T>(items: &[T], i: usize) {
+    let Some(x) = items.get(i) else { return };
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint; it does not dereference `p` in the language's sense and
-    // cannot fault, and SSE is part of the x86_64 baseline.
+    // SAFETY: a prefetch is a hint: it reads nothing the language sees and cannot fault (the
+    // address is in bounds anyway); SSE is part of the x86_64 baseline.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p);
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (x as *const T).cast(),
+        );
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
+    let _ = x;
 }
 
 #[cfg(test)]

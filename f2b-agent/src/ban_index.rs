@@ -200,7 +200,7 @@ impl Index {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.len() == 0
+        self.table.is_empty()
     }
 
     /// Room for `n` more bans: the hash table (8 bytes a bucket, lazily zeroed, so resident

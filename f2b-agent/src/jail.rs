@@ -341,17 +341,11 @@ impl FailManager {
         let s = &self.slots[i as usize];
         for n in [s.newer, s.older] {
             if n != NIL {
-                prefetch(self.slots.as_ptr().wrapping_add(n as usize).cast());
+                prefetch(&self.slots, n as usize);
             }
         }
         if s.spill != NIL {
-            prefetch(
-                self.spill
-                    .data
-                    .as_ptr()
-                    .wrapping_add(s.spill as usize)
-                    .cast(),
-            );
+            prefetch(&self.spill.data, s.spill as usize);
         }
     }
 

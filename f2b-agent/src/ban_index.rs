@@ -7,6 +7,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 
+use crate::addr_table::AddrTable;
 use f2b_common::net::IpNet;
 
 use crate::store::{BanRef, BanRow, StoredBan};
@@ -159,16 +160,30 @@ impl Usage {
     }
 }
 
+/// Active bans: entries `(address, slot)` in a slab (40 bytes each, freed places reused),
+/// found through a hash table of 4-byte entry numbers; the expiry heap holds (second, entry
+/// number), 8 bytes. A million bans cost ~60 MiB, growing with the bans held: a `HashMap` of
+/// the same entries, sized up front for the map capacity so that it never had to grow (which
+/// holds old and new table at once), cost 86 MiB of scattered pages however few bans it held,
+/// plus 24 bytes a heap entry.
 #[derive(Default)]
 pub struct Index {
-    map: FastMap<IpNet, Slot>,
+    hasher: FastState,
+    table: AddrTable,
+    entries: Vec<(IpNet, Slot)>,
+    /// One bit per entry: in use.
+    used: Vec<u64>,
+    free: Vec<u32>,
     jails: Vec<String>,
     jail_ids: HashMap<String, u16>,
     /// Active bans per jail id.
     per_jail: Vec<u64>,
     port_sets: Vec<Box<[u16]>>,
     port_ids: HashMap<Box<[u16]>, u16>,
-    expiry: BinaryHeap<Reverse<(u32, IpNet)>>,
+    /// (Unix second, entry number). An entry whose ban changed, ended, or whose place was
+    /// reused is stale unless the place holds a ban ending at that second (which is then due
+    /// at that second anyway).
+    expiry: BinaryHeap<Reverse<(u32, u32)>>,
     pub usage: Usage,
 }
 
@@ -181,15 +196,85 @@ impl Index {
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.table.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.table.is_empty()
     }
 
+    /// Room for `n` more bans: the hash table (8 bytes a bucket, lazily zeroed, so resident
+    /// only where used) is sized now, so it does not grow during a flood; the entries grow
+    /// with what is inserted.
     pub fn reserve(&mut self, n: usize) {
-        self.map.reserve(n);
+        self.table.reserve(n);
+    }
+
+    /// Starts loading the bucket where `ip` is looked up (a batch prefetches some addresses
+    /// ahead of the one it works on: a million bans fit in no cache).
+    pub fn prefetch(&self, ip: &IpNet) {
+        self.table.prefetch(self.hasher.hash_one(ip));
+    }
+
+    fn is_used(&self, i: u32) -> bool {
+        self.used
+            .get(i as usize / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    fn find(&self, ip: &IpNet) -> Option<u32> {
+        let h = self.hasher.hash_one(ip);
+        let entries = &self.entries;
+        self.table
+            .find(h, |i| entries[i as usize].0 == *ip)
+            .map(|(_, i)| i)
+    }
+
+    /// Inserts or replaces; returns the entry number and the previous slot.
+    fn put(&mut self, ip: IpNet, slot: Slot) -> (u32, Option<Slot>) {
+        if let Some(i) = self.find(&ip) {
+            let e = &mut self.entries[i as usize].1;
+            let old = *e;
+            *e = slot;
+            self.per_jail[old.jail() as usize] -= 1;
+            self.per_jail[slot.jail() as usize] += 1;
+            return (i, Some(old));
+        }
+        (self.put_new(ip, slot), None)
+    }
+
+    /// [`Index::insert`] of an address known to have no ban (the caller looked it up): no
+    /// second lookup.
+    pub fn insert_new(&mut self, ip: IpNet, slot: Slot) {
+        debug_assert!(self.find(&ip).is_none(), "{ip} is banned already");
+        let i = self.put_new(ip, slot);
+        if slot.until != PERMANENT {
+            self.expiry.push(Reverse((slot.until, i)));
+            self.maybe_compact();
+        }
+    }
+
+    fn put_new(&mut self, ip: IpNet, slot: Slot) -> u32 {
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.entries[i as usize] = (ip, slot);
+                i
+            }
+            None => {
+                self.entries.push((ip, slot));
+                (self.entries.len() - 1) as u32
+            }
+        };
+        let w = i as usize / 64;
+        if self.used.len() <= w {
+            self.used.resize(w + 1, 0);
+        }
+        self.used[w] |= 1 << (i % 64);
+        let h = self.hasher.hash_one(ip);
+        self.table.insert(h, i);
+        *self.usage.slot(&ip) += 1;
+        self.per_jail[slot.jail() as usize] += 1;
+        i
     }
 
     /// The id of jail `name`, interned on first use.
@@ -249,11 +334,11 @@ impl Index {
     }
 
     pub fn get(&self, ip: &IpNet) -> Option<&Slot> {
-        self.map.get(ip)
+        self.find(ip).map(|i| &self.entries[i as usize].1)
     }
 
     pub fn contains(&self, ip: &IpNet) -> bool {
-        self.map.contains_key(ip)
+        self.find(ip).is_some()
     }
 
     /// A slot for a ban by `jail` (interned here).
@@ -296,16 +381,9 @@ impl Index {
 
     /// Inserts or replaces the ban of `ip`; returns the previous one.
     pub fn insert(&mut self, ip: IpNet, slot: Slot) -> Option<Slot> {
-        let old = self.map.insert(ip, slot);
-        match old {
-            Some(o) => {
-                self.per_jail[o.jail() as usize] -= 1;
-            }
-            None => *self.usage.slot(&ip) += 1,
-        }
-        self.per_jail[slot.jail() as usize] += 1;
+        let (i, old) = self.put(ip, slot);
         if slot.until != PERMANENT && old.is_none_or(|o| o.until != slot.until) {
-            self.expiry.push(Reverse((slot.until, ip)));
+            self.expiry.push(Reverse((slot.until, i)));
             self.maybe_compact();
         }
         old
@@ -320,7 +398,13 @@ impl Index {
     }
 
     pub fn remove(&mut self, ip: &IpNet) -> Option<Slot> {
-        let old = self.map.remove(ip)?;
+        let h = self.hasher.hash_one(ip);
+        let entries = &self.entries;
+        let (at, i) = self.table.find(h, |i| entries[i as usize].0 == *ip)?;
+        self.table.remove_at(at);
+        let old = self.entries[i as usize].1;
+        self.used[i as usize / 64] &= !(1 << (i % 64));
+        self.free.push(i);
         self.per_jail[old.jail() as usize] -= 1;
         *self.usage.slot(ip) -= 1;
         Some(old)
@@ -329,18 +413,26 @@ impl Index {
     /// Heap entries of bans that changed or ended are skipped lazily; rebuild when they
     /// outnumber the live ones, so memory stays proportional to the active bans.
     fn maybe_compact(&mut self) {
-        if self.expiry.len() > 2 * self.map.len() + 4096 {
+        if self.expiry.len() > 2 * self.len() + 4096 {
             self.expiry = self
-                .map
-                .iter()
-                .filter(|(_, s)| s.until != PERMANENT)
-                .map(|(ip, s)| Reverse((s.until, *ip)))
+                .numbered()
+                .filter(|(_, _, s)| s.until != PERMANENT)
+                .map(|(i, _, s)| Reverse((s.until, i)))
                 .collect();
         }
     }
 
-    fn live(&self, until: u32, ip: &IpNet) -> bool {
-        self.map.get(ip).is_some_and(|s| s.until == until)
+    fn live(&self, until: u32, i: u32) -> bool {
+        self.is_used(i) && self.entries[i as usize].1.until == until
+    }
+
+    /// Entries in use with their numbers.
+    fn numbered(&self) -> impl Iterator<Item = (u32, &IpNet, &Slot)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.is_used(*i as u32))
+            .map(|(i, (ip, s))| (i as u32, ip, s))
     }
 
     /// The earliest expiry. May name a ban that changed since (the caller then wakes early
@@ -352,8 +444,8 @@ impl Index {
     /// Pops every ban due at `now` (and stale heap entries on the way).
     pub fn take_due(&mut self, now: u64) -> Vec<IpNet> {
         let mut due = Vec::new();
-        while let Some(Reverse((u, ip))) = self.expiry.peek().copied() {
-            if !self.live(u, &ip) {
+        while let Some(Reverse((u, i))) = self.expiry.peek().copied() {
+            if !self.live(u, i) {
                 self.expiry.pop();
                 continue;
             }
@@ -361,7 +453,7 @@ impl Index {
                 break;
             }
             self.expiry.pop();
-            due.push(ip);
+            due.push(self.entries[i as usize].0);
         }
         // The same ban may be in the heap twice (re-banned to the same second).
         due.sort_unstable();
@@ -372,21 +464,23 @@ impl Index {
     /// Puts back bans [`Index::take_due`] returned that could not be expired now.
     pub fn requeue(&mut self, ips: &[IpNet]) {
         for ip in ips {
-            if let Some(s) = self.map.get(ip)
-                && s.until != PERMANENT
-            {
-                self.expiry.push(Reverse((s.until, *ip)));
+            if let Some(i) = self.find(ip) {
+                let until = self.entries[i as usize].1.until;
+                if until != PERMANENT {
+                    self.expiry.push(Reverse((until, i)));
+                }
             }
         }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&IpNet, &Slot)> {
-        self.map.iter()
+        self.numbered().map(|(_, ip, s)| (ip, s))
     }
 
     /// Marks `ip` as already enforced (start-up reconciliation); returns its slot.
     pub fn mark_seen(&mut self, ip: &IpNet) -> Option<Slot> {
-        let s = self.map.get_mut(ip)?;
+        let i = self.find(ip)?;
+        let s = &mut self.entries[i as usize].1;
         s.jail |= SEEN;
         Some(*s)
     }
@@ -394,7 +488,11 @@ impl Index {
     /// Calls `f` with every entry not marked seen and its ports, and clears the marks.
     pub fn drain_unseen(&mut self, mut f: impl FnMut(&IpNet, &Slot, &[u16])) {
         let sets = &self.port_sets;
-        for (ip, s) in self.map.iter_mut() {
+        let used = &self.used;
+        for (i, (ip, s)) in self.entries.iter_mut().enumerate() {
+            if used[i / 64] & (1 << (i % 64)) == 0 {
+                continue;
+            }
             if s.jail & SEEN != 0 {
                 s.jail &= !SEEN;
             } else {
@@ -436,20 +534,14 @@ impl BanRef<'_> {
 /// See [`Index::bulk`].
 pub struct Bulk<'a> {
     idx: &'a mut Index,
-    heap: Vec<Reverse<(u32, IpNet)>>,
+    heap: Vec<Reverse<(u32, u32)>>,
 }
 
 impl Bulk<'_> {
     pub fn insert(&mut self, ip: IpNet, slot: Slot) {
-        let idx = &mut *self.idx;
-        let old = idx.map.insert(ip, slot);
-        match old {
-            Some(o) => idx.per_jail[o.jail() as usize] -= 1,
-            None => *idx.usage.slot(&ip) += 1,
-        }
-        idx.per_jail[slot.jail() as usize] += 1;
+        let (i, old) = self.idx.put(ip, slot);
         if slot.until != PERMANENT && old.is_none_or(|o| o.until != slot.until) {
-            self.heap.push(Reverse((slot.until, ip)));
+            self.heap.push(Reverse((slot.until, i)));
         }
     }
 
@@ -549,6 +641,13 @@ mod tests {
         let p = i.slot("x", 0, None, &[], 1, 1);
         i.insert(b, p);
         assert_eq!(i.next_expiry(), None);
+        // A new ban in the place b's old entry left: due at its own time only.
+        let d = net("198.18.0.4");
+        let sd = s(&mut i, 50);
+        i.insert_new(d, sd);
+        assert_eq!((i.len(), i.get(&d)), (3, Some(&sd)));
+        assert_eq!(i.take_due(45), Vec::<IpNet>::new());
+        assert_eq!(i.take_due(50), vec![d]);
     }
 
     #[test]

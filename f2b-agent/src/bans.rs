@@ -105,7 +105,8 @@ impl RowSlots {
 }
 
 /// A jail ban on its way: address, index slot, ticket, ban time, (packets, bytes) kept.
-type PlannedJailBan = (IpNet, Slot, Ticket, BanTime, (u64, u64));
+/// (address, slot, ticket, bantime, kept counters, replaces an active ban).
+type PlannedJailBan = (IpNet, Slot, Ticket, BanTime, (u64, u64), bool);
 
 /// What a ban request did, compact: (address, slot, (packets, bytes)) per ban, jail names
 /// by slot jail id. Serializes as [`BanResult`] (`{"banned":[BanInfo...]}`).
@@ -193,6 +194,30 @@ pub struct JailBan {
     pub info: BanInfo,
     pub bantime: BanTime,
     pub ticket: Ticket,
+}
+
+/// Appends `ip` as its `Display` does; an IPv4 host (a jail's ban, the common case under a
+/// flood) without the formatting machinery.
+fn push_net(out: &mut String, ip: &IpNet) {
+    match ip.addr() {
+        std::net::IpAddr::V4(a) if ip.is_host() => {
+            for (k, o) in a.octets().into_iter().enumerate() {
+                if k > 0 {
+                    out.push('.');
+                }
+                if o >= 100 {
+                    out.push(char::from(b'0' + o / 100));
+                }
+                if o >= 10 {
+                    out.push(char::from(b'0' + o / 10 % 10));
+                }
+                out.push(char::from(b'0' + o % 10));
+            }
+        }
+        _ => {
+            let _ = std::fmt::Write::write_fmt(out, format_args!("{ip}"));
+        }
+    }
 }
 
 /// The host's own addresses, from getifaddrs (in the agent's network namespace).
@@ -1021,9 +1046,49 @@ impl BanManager {
         meta: &[(String, String)],
         stats: FailStats,
     ) -> Vec<JailBan> {
-        self.jail_stats.insert(jail_name.to_string(), stats);
+        self.jail_batch_with(jail_name, tickets, positions, meta, stats, true)
+            .1
+    }
+
+    /// [`BanManager::jail_batch`] for a reader, which needs only how many bans were made:
+    /// no [`JailBan`] (two strings and a ticket) per ban.
+    pub fn jail_batch_count(
+        &mut self,
+        jail_name: &str,
+        tickets: Vec<Ticket>,
+        positions: &[(String, String, Option<FilePos>)],
+        meta: &[(String, String)],
+        stats: FailStats,
+    ) -> usize {
+        self.jail_batch_with(jail_name, tickets, positions, meta, stats, false)
+            .0
+    }
+
+    fn jail_batch_with(
+        &mut self,
+        jail_name: &str,
+        tickets: Vec<Ticket>,
+        positions: &[(String, String, Option<FilePos>)],
+        meta: &[(String, String)],
+        stats: FailStats,
+        infos: bool,
+    ) -> (usize, Vec<JailBan>) {
+        match self.jail_stats.get_mut(jail_name) {
+            Some(s) => *s = stats,
+            None => {
+                self.jail_stats.insert(jail_name.to_string(), stats);
+            }
+        }
+        if tickets.is_empty() {
+            // Read positions only (a busy log without bans): nothing to plan.
+            let mut job = Pending::default();
+            job.positions(positions);
+            job.meta(meta);
+            self.store.commit_async(job);
+            return (0, Vec::new());
+        }
         let Some(jail) = self.cfg.jails.get(jail_name).cloned() else {
-            return vec![];
+            return (0, vec![]);
         };
         let now = unix_now();
         let clk = ClockPair::now();
@@ -1058,7 +1123,13 @@ impl BanManager {
         let mut extra = Usage::default();
         let mut planned: Vec<PlannedJailBan> = Vec::with_capacity(cands.len());
         let mut values: Vec<(IpNet, BanValue)> = Vec::with_capacity(cands.len());
-        for ((ip, t), (e_all, e_this)) in cands.into_iter().zip(ended) {
+        // Prefetch distance: buckets of addresses this far ahead are loaded while the current
+        // one is planned (and, below, inserted).
+        const AHEAD: usize = 16;
+        for (n, ((ip, t), (e_all, e_this))) in cands.into_iter().zip(ended).enumerate() {
+            if let Some(a) = ips.get(n + AHEAD) {
+                self.idx.prefetch(a);
+            }
             let existing = self.idx.get(&ip).copied();
             let (all, this) = match existing {
                 Some(s) if s.jail() == jail_id => {
@@ -1106,7 +1177,14 @@ impl BanManager {
                 v.bytes = c.bytes;
             }
             values.push((ip, v));
-            planned.push((ip, slot, t, bantime, (v.packets, v.bytes)));
+            planned.push((
+                ip,
+                slot,
+                t,
+                bantime,
+                (v.packets, v.bytes),
+                existing.is_some(),
+            ));
         }
         // Enforce now, in one batch; the commit below follows.
         let failed = self.kernel.put_bans_each(&values);
@@ -1131,16 +1209,25 @@ impl BanManager {
         job.meta(meta);
         self.store.commit_async(job);
         let actions = self.has_command_actions(jail_name);
-        let mut out = Vec::with_capacity(planned.len());
+        let made = planned.len();
+        let mut out = Vec::with_capacity(if infos { planned.len() } else { 0 });
         // One log record for the batch: one line per ban, each with its own time and level
         // (the logger prefixes every line of a ban record), written with one write().
-        let mut banlog = String::new();
+        let mut banlog = String::with_capacity(planned.len() * (jail_name.len() + 24));
         if !planned.is_empty() {
             *self.banned_total.entry(jail_name.to_string()).or_default() += planned.len() as u64;
         }
-        for (ip, slot, ticket, bantime, counters) in planned {
-            let _ =
-                std::fmt::Write::write_fmt(&mut banlog, format_args!("[{jail_name}] Ban {ip}\n"));
+        let order: Vec<IpNet> = planned.iter().map(|p| p.0).collect();
+        for (n, (ip, slot, ticket, bantime, counters, replaces)) in planned.into_iter().enumerate()
+        {
+            if let Some(a) = order.get(n + AHEAD) {
+                self.idx.prefetch(a);
+            }
+            banlog.push('[');
+            banlog.push_str(jail_name);
+            banlog.push_str("] Ban ");
+            push_net(&mut banlog, &ip);
+            banlog.push('\n');
             if actions {
                 let secs = match bantime {
                     BanTime::Secs(s) => s.to_string(),
@@ -1155,18 +1242,24 @@ impl BanManager {
                     ticket.user.as_deref().unwrap_or(""),
                 );
             }
-            let info = self.info_of(&ip, &slot, jail_name.to_string(), counters);
-            self.idx.insert(ip, slot);
-            out.push(JailBan {
-                info,
-                bantime,
-                ticket,
-            });
+            if infos {
+                out.push(JailBan {
+                    info: self.info_of(&ip, &slot, jail_name.to_string(), counters),
+                    bantime,
+                    ticket,
+                });
+            }
+            if replaces {
+                self.idx.insert(ip, slot);
+            } else {
+                // Looked up while planning (and the batch's addresses are distinct).
+                self.idx.insert_new(ip, slot);
+            }
         }
         if !banlog.is_empty() {
             log::info!(target: "f2b::ban", "{}", banlog.trim_end());
         }
-        out
+        (made, out)
     }
 
     fn info_of(&self, ip: &IpNet, s: &Slot, jail: String, (packets, bytes): (u64, u64)) -> BanInfo {
@@ -1525,6 +1618,24 @@ mod tests {
         assert_eq!(direct.banned[1].packets, 5);
         assert_eq!(direct.banned[0].since, 100);
         assert_eq!(direct.banned[0].ban_count, 2);
+    }
+
+    #[test]
+    fn ban_log_addresses_as_displayed() {
+        for a in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.100.255.9",
+            "255.255.255.255",
+            "100.80.0.0/30",
+            "fd00:f2b::9",
+            "fd00:f2b::/64",
+        ] {
+            let ip: IpNet = a.parse().expect("address");
+            let mut s = String::new();
+            push_net(&mut s, &ip);
+            assert_eq!(s, ip.to_string());
+        }
     }
 
     #[test]

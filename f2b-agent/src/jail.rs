@@ -7,7 +7,7 @@
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 
-use hashbrown::HashTable;
+use crate::addr_table::{AddrTable, prefetch};
 
 /// foldhash rather than std's SipHash: several times cheaper per lookup on a 17-byte key,
 /// and still seeded per process, which matters here because the keys are chosen by
@@ -16,7 +16,7 @@ use hashbrown::HashTable;
 type Hasher = foldhash::fast::RandomState;
 
 /// Failure times kept inline in a tracked address's slot (maxretry defaults to 5, and at
-/// most maxretry - 1 times wait for the next failure); more spill to a side vector.
+/// most maxretry - 1 times wait for the next failure); more spill to the [`Spill`] arena.
 const INLINE: usize = 4;
 
 /// "No slot": the end of the LRU list, or no spilled times.
@@ -31,10 +31,12 @@ struct Slot {
     /// Neighbours in the LRU list (towards the most and the least recently seen).
     newer: u32,
     older: u32,
-    /// Index into `FailManager::spilled` when the times outgrew `times`, else NIL.
+    /// Offset of the times' chunk in [`Spill`] when they outgrew `times`, else NIL.
     spill: u32,
     len: u16,
     v6: bool,
+    /// Size class of the spilled chunk.
+    class: u8,
 }
 
 impl Slot {
@@ -65,6 +67,139 @@ fn secs(t: i64) -> u32 {
     t.clamp(0, i64::from(u32::MAX)) as u32
 }
 
+/// Failure times of addresses with more than [`INLINE`] of them, in one arena of u16 units:
+/// a chunk of size class `c` is `16 << c` units (32 bytes at class 0), freed chunks reused per
+/// class; no allocation header or `Vec` per address (a `Vec` each cost ~72 bytes for 5-7
+/// times). A chunk holds the count, then, when findtime fits in 16 bits ("narrow", the usual
+/// case), the oldest time (two units) and every time as its distance from it (one unit: the
+/// times kept are all within findtime of the newest); else every time in two units.
+#[derive(Default)]
+struct Spill {
+    data: Vec<u16>,
+    free: Vec<Vec<u32>>,
+}
+
+/// Largest size class: its chunks hold 65535 times (the count is a u16), narrow or not.
+const MAX_CLASS: u8 = 13;
+
+impl Spill {
+    fn units(class: u8) -> usize {
+        16 << class
+    }
+
+    /// Units a chunk of `n` times needs.
+    fn need(n: usize, narrow: bool) -> usize {
+        if narrow { 3 + n } else { 1 + 2 * n }
+    }
+
+    /// The smallest class for `n` times, if any.
+    fn class_for(n: usize, narrow: bool) -> Option<u8> {
+        let need = Self::need(n, narrow);
+        (0..=MAX_CLASS).find(|c| Self::units(*c) >= need)
+    }
+
+    /// A chunk of `class`, or None when the arena would pass u32 offsets.
+    fn alloc(&mut self, class: u8) -> Option<u32> {
+        if let Some(off) = self.free.get_mut(usize::from(class)).and_then(Vec::pop) {
+            return Some(off);
+        }
+        let off = self.data.len();
+        let end = off + Self::units(class);
+        if end >= NIL as usize {
+            return None;
+        }
+        self.data.resize(end, 0);
+        Some(off as u32)
+    }
+
+    fn release(&mut self, off: u32, class: u8) {
+        let c = usize::from(class);
+        if self.free.len() <= c {
+            self.free.resize_with(c + 1, Vec::new);
+        }
+        self.free[c].push(off);
+    }
+
+    /// Appends the times of the chunk at `off` to `out`.
+    fn decode(&self, off: u32, narrow: bool, out: &mut Vec<u32>) {
+        let d = &self.data[off as usize..];
+        let n = usize::from(d[0]);
+        if narrow {
+            let base = u32::from(d[1]) | (u32::from(d[2]) << 16);
+            out.extend(d[3..3 + n].iter().map(|x| base + u32::from(*x)));
+        } else {
+            out.extend(
+                d[1..1 + 2 * n]
+                    .chunks_exact(2)
+                    .map(|w| u32::from(w[0]) | (u32::from(w[1]) << 16)),
+            );
+        }
+    }
+
+    /// Writes `times` (oldest first; narrow: all within 65535 s of the first) to the chunk at
+    /// `off`, which has room for them.
+    fn encode(&mut self, off: u32, narrow: bool, times: &[u32]) {
+        let d = &mut self.data[off as usize..];
+        d[0] = times.len() as u16;
+        if narrow {
+            let base = times.first().copied().unwrap_or(0);
+            d[1] = base as u16;
+            d[2] = (base >> 16) as u16;
+            for (x, t) in d[3..].iter_mut().zip(times) {
+                *x = (t - base) as u16;
+            }
+        } else {
+            for (w, t) in d[1..].chunks_exact_mut(2).zip(times) {
+                w[0] = *t as u16;
+                w[1] = (t >> 16) as u16;
+            }
+        }
+    }
+}
+
+/// Stores `times` (oldest first) as slot `s`'s: inline when they fit and nothing is spilled
+/// yet, else in a spill chunk of the class they need (moving there from a smaller one). At
+/// the arena's limit the oldest times that do not fit are left out. Returns how many times
+/// the slot now holds and how many of the oldest were left out.
+fn store_spilled(spill: &mut Spill, s: &mut Slot, times: &[u32], narrow: bool) -> (u32, usize) {
+    if s.spill == NIL && times.len() <= INLINE {
+        s.times[..times.len()].copy_from_slice(times);
+        s.len = times.len() as u16;
+        return (times.len() as u32, 0);
+    }
+    let fits = |class: u8| Spill::units(class) >= Spill::need(times.len(), narrow);
+    if s.spill == NIL || !fits(s.class) {
+        let next = Spill::class_for(times.len(), narrow).and_then(|c| Some((c, spill.alloc(c)?)));
+        match next {
+            Some((c, off)) => {
+                if s.spill != NIL {
+                    spill.release(s.spill, s.class);
+                }
+                s.spill = off;
+                s.class = c;
+            }
+            None if s.spill == NIL => {
+                // Not even a first chunk: the newest INLINE times stay inline.
+                let cut = times.len() - INLINE;
+                s.times.copy_from_slice(&times[cut..]);
+                s.len = INLINE as u16;
+                return (INLINE as u32, cut);
+            }
+            None => {}
+        }
+    }
+    let room = if narrow {
+        Spill::units(s.class) - 3
+    } else {
+        (Spill::units(s.class) - 1) / 2
+    };
+    let cut = times.len().saturating_sub(room);
+    let kept = &times[cut..];
+    spill.encode(s.spill, narrow, kept);
+    s.len = kept.len().min(usize::from(u16::MAX)) as u16;
+    (kept.len() as u32, cut)
+}
+
 /// A ban decision: `failures` failures of `ip`, the last at `time` (Unix seconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
@@ -93,16 +228,19 @@ pub struct FailManager {
     findtime: i64,
     max_tracked: usize,
     hasher: Hasher,
-    table: HashTable<u32>,
+    table: AddrTable,
     slots: Vec<Slot>,
     /// Freed slots, chained through `older`.
     free: u32,
     /// Most and least recently seen.
     newest: u32,
     oldest: u32,
-    /// Times of addresses with more than INLINE of them (large maxretry), and free ones.
-    spilled: Vec<Vec<u32>>,
-    spill_free: Vec<u32>,
+    /// Times of addresses with more than INLINE of them (large maxretry), and how they are
+    /// encoded there (findtime < 65536 s).
+    spill: Spill,
+    narrow: bool,
+    /// Reused while a spilled address's times change.
+    scratch: Vec<u32>,
     stats: FailStats,
 }
 
@@ -113,13 +251,14 @@ impl FailManager {
             findtime: findtime_secs as i64,
             max_tracked: max_tracked.clamp(1, NIL as usize - 1),
             hasher: Hasher::default(),
-            table: HashTable::new(),
+            table: AddrTable::default(),
             slots: Vec::new(),
             free: NIL,
             newest: NIL,
             oldest: NIL,
-            spilled: Vec::new(),
-            spill_free: Vec::new(),
+            spill: Spill::default(),
+            narrow: findtime_secs < 1 << 16,
+            scratch: Vec::new(),
             stats: FailStats::default(),
         }
     }
@@ -132,6 +271,37 @@ impl FailManager {
         while self.table.len() > self.max_tracked {
             self.evict_one();
         }
+        let narrow = findtime_secs < 1 << 16;
+        if narrow != self.narrow {
+            self.recode(narrow);
+        }
+    }
+
+    /// Re-encodes every spilled address's times for a findtime on the other side of 65536 s
+    /// (a reload). Narrow needs the times kept within 65535 s of each other: older ones
+    /// than that are beyond the new findtime anyway and go now.
+    fn recode(&mut self, narrow: bool) {
+        let mut v = std::mem::take(&mut self.scratch);
+        for i in 0..self.slots.len() {
+            let s = self.slots[i];
+            if s.spill == NIL {
+                continue;
+            }
+            v.clear();
+            self.spill.decode(s.spill, self.narrow, &mut v);
+            self.spill.release(s.spill, s.class);
+            let newest = v.last().copied().unwrap_or(0);
+            if narrow {
+                v.retain(|t| newest - t < 1 << 16);
+            }
+            let s = &mut self.slots[i];
+            s.spill = NIL;
+            let (n, cut) = store_spilled(&mut self.spill, s, &v, narrow);
+            v.drain(..cut);
+            debug_assert_eq!(n as usize, v.len());
+        }
+        self.narrow = narrow;
+        self.scratch = v;
     }
 
     pub fn stats(&self) -> FailStats {
@@ -146,12 +316,37 @@ impl FailManager {
         let slots = &self.slots;
         let i = self
             .table
-            .find(h, |&i| {
+            .find(h, |i| {
                 let s = &slots[i as usize];
                 s.addr == k.0 && s.v6 == k.1
             })
-            .copied();
+            .map(|(_, i)| i);
         (h, i)
+    }
+
+    /// The first step of [`FailManager::prefetch`], a failure earlier: starts loading the
+    /// bucket where `ip` would be found.
+    pub fn prefetch_bucket(&self, ip: &IpAddr) {
+        self.table.prefetch(self.hasher.hash_one(key(ip)));
+    }
+
+    /// Starts loading what [`FailManager::add_failure`] of `ip` will touch besides its slot
+    /// (its neighbours in the LRU list, its spilled times), so that these cache misses (a
+    /// million tracked sources do not fit in any cache) overlap the matching of the next
+    /// line. Only a hint: calling it or not changes nothing else.
+    pub fn prefetch(&self, ip: &IpAddr) {
+        let (_, Some(i)) = self.find(&key(ip)) else {
+            return;
+        };
+        let s = &self.slots[i as usize];
+        for n in [s.newer, s.older] {
+            if n != NIL {
+                prefetch(&self.slots, n as usize);
+            }
+        }
+        if s.spill != NIL {
+            prefetch(&self.spill.data, s.spill as usize);
+        }
     }
 
     /// Records a failure of `ip` at `time` (the log line's time) as read at `now`.
@@ -212,18 +407,6 @@ impl FailManager {
     /// many remain.
     fn insert_time(&mut self, i: u32, t: u32) -> u32 {
         let (findtime, maxretry) = (self.findtime, self.maxretry as usize);
-        let s = &mut self.slots[i as usize];
-        if s.spill == NIL && usize::from(s.len) == INLINE {
-            let v = match self.spill_free.pop() {
-                Some(j) => j,
-                None => {
-                    self.spilled.push(Vec::new());
-                    (self.spilled.len() - 1) as u32
-                }
-            };
-            self.spilled[v as usize].extend_from_slice(&s.times);
-            s.spill = v;
-        }
         let keep = |ts: &[u32]| -> usize {
             let newest = i64::from(ts.last().copied().unwrap_or(0));
             let stale = ts
@@ -232,7 +415,8 @@ impl FailManager {
                 .count();
             stale + (ts.len() - stale).saturating_sub(maxretry)
         };
-        if s.spill == NIL {
+        let s = &mut self.slots[i as usize];
+        if s.spill == NIL && usize::from(s.len) < INLINE {
             let n = usize::from(s.len);
             let pos = s.times[..n]
                 .iter()
@@ -243,16 +427,24 @@ impl FailManager {
             let drop = keep(&s.times[..=n]);
             s.times.copy_within(drop..=n, 0);
             s.len = (n + 1 - drop) as u16;
-            u32::from(s.len)
-        } else {
-            let v = &mut self.spilled[s.spill as usize];
-            let pos = v.iter().rposition(|x| *x <= t).map_or(0, |p| p + 1);
-            v.insert(pos, t);
-            let drop = keep(v);
-            v.drain(..drop);
-            s.len = v.len().min(usize::from(u16::MAX)) as u16;
-            v.len() as u32
+            return u32::from(s.len);
         }
+        // Spilled, or about to: the times are decoded, changed and stored again (in a chunk of
+        // the class they need).
+        let mut v = std::mem::take(&mut self.scratch);
+        v.clear();
+        if s.spill == NIL {
+            v.extend_from_slice(&s.times[..usize::from(s.len)]);
+        } else {
+            self.spill.decode(s.spill, self.narrow, &mut v);
+        }
+        let pos = v.iter().rposition(|x| *x <= t).map_or(0, |p| p + 1);
+        v.insert(pos, t);
+        let drop = keep(&v);
+        v.drain(..drop);
+        let (n, _) = store_spilled(&mut self.spill, s, &v, self.narrow);
+        self.scratch = v;
+        n
     }
 
     fn alloc(&mut self, h: u64, k: ([u8; 16], bool)) -> u32 {
@@ -264,6 +456,7 @@ impl FailManager {
             spill: NIL,
             len: 0,
             v6: k.1,
+            class: 0,
         };
         let i = if self.free != NIL {
             let i = self.free;
@@ -274,11 +467,7 @@ impl FailManager {
             self.slots.push(slot);
             (self.slots.len() - 1) as u32
         };
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        self.table.insert_unique(h, i, |&j| {
-            let s = &slots[j as usize];
-            hasher.hash_one((s.addr, s.v6))
-        });
+        self.table.insert(h, i);
         i
     }
 
@@ -286,15 +475,12 @@ impl FailManager {
     fn remove(&mut self, i: u32) {
         let s = self.slots[i as usize];
         let h = self.hasher.hash_one((s.addr, s.v6));
-        if let Ok(e) = self.table.find_entry(h, |&j| j == i) {
-            e.remove();
+        if let Some((at, _)) = self.table.find(h, |j| j == i) {
+            self.table.remove_at(at);
         }
         self.unlink(i);
         if s.spill != NIL {
-            let v = &mut self.spilled[s.spill as usize];
-            v.clear();
-            v.shrink_to(INLINE * 4);
-            self.spill_free.push(s.spill);
+            self.spill.release(s.spill, s.class);
         }
         let slot = &mut self.slots[i as usize];
         slot.spill = NIL;
@@ -457,6 +643,47 @@ mod tests {
     }
 
     /// The slab/list/table against a plain model (a Vec in recency order), over a long
+    #[test]
+    fn spilled_times_survive_a_findtime_change_across_16_bits() {
+        let mut f = FailManager::new(50, 600, 10);
+        for k in 0..30 {
+            assert_eq!(f.add_failure(ip(1), 10_000 + k, 10_100, None), None);
+        }
+        f.set_limits(50, 100_000, 10);
+        for k in 30..40 {
+            assert_eq!(f.add_failure(ip(1), 10_000 + k, 10_100, None), None);
+        }
+        f.set_limits(50, 600, 10);
+        for k in 40..49 {
+            assert_eq!(f.add_failure(ip(1), 10_000 + k, 10_100, None), None);
+        }
+        let t = f.add_failure(ip(1), 10_049, 10_100, None);
+        assert_eq!(t.map(|t| t.failures), Some(50));
+    }
+
+    #[test]
+    fn spilled_times_grow_through_size_classes_and_slide() {
+        // 99 failures of each of two addresses (interleaved, so their chunks move past each
+        // other in the arena), in order, then out of order; the 100th makes the ticket.
+        let mut f = FailManager::new(100, 1000, 10);
+        for k in 0..99 {
+            for a in [1, 2] {
+                let t = 10_000 + if k % 7 == 3 { k - 2 } else { k };
+                assert_eq!(f.add_failure(ip(a), t, 10_100, None), None, "{a} {k}");
+            }
+        }
+        let t = f
+            .add_failure(ip(1), 10_099, 10_100, None)
+            .map(|t| t.failures);
+        assert_eq!(t, Some(100));
+        // The window slides: 999 s later only the newest of ip(2)'s failures still count.
+        assert_eq!(f.add_failure(ip(2), 11_097, 11_097, None), None);
+        let n = f.slots[f.find(&key(&ip(2))).1.expect("tracked") as usize].len;
+        assert_eq!(n, 2, "only 10098 is within 1000 s of 11097");
+        f.forget(&ip(2));
+        assert_eq!(f.stats().failing_now, 0);
+    }
+
     /// pseudo-random run with eviction, spills, forgets, out-of-order and old times.
     #[test]
     fn matches_a_plain_model_under_churn() {
@@ -493,11 +720,17 @@ mod tests {
                 None
             }
         }
-        for (maxretry, cap) in [(3u32, 50usize), (9, 20), (1, 10)] {
-            let mut f = FailManager::new(maxretry, 100, cap);
+        for (maxretry, cap, findtime) in [
+            (3u32, 50usize, 100i64),
+            (9, 20, 100),
+            (1, 10, 100),
+            (40, 8, 100),
+            (40, 100, 100_000),
+        ] {
+            let mut f = FailManager::new(maxretry, findtime as u64, cap);
             let mut m = Model {
                 maxretry: maxretry as usize,
-                findtime: 100,
+                findtime,
                 cap,
                 v: Vec::new(),
             };

@@ -6,6 +6,7 @@
 //! built from `f2b-ebpf` is embedded in this crate by `build.rs`, so the agent is one binary.
 
 pub mod actions;
+pub mod addr_table;
 pub mod bans;
 pub mod bpffs;
 pub mod clock;

@@ -85,12 +85,18 @@ fn init_logging(logfile: Option<&Path>) -> Result<()> {
             if r.target() == "f2b::ban" {
                 // A batch of bans comes as one record, a ban a line: every line gets the
                 // prefix the recidive filter reads (`TIME NOTICE [jail] Ban IP`).
-                let ts = buf.timestamp();
+                // The time is formatted once per record, not per line (a flood's batch holds
+                // tens of thousands of bans).
+                let ts = buf.timestamp().to_string();
                 let msg = r.args().to_string();
+                let mut out = Vec::with_capacity(msg.len() + 64 * (ts.len() + 8));
                 for line in msg.lines() {
-                    writeln!(buf, "{ts} NOTICE {line}")?;
+                    out.extend_from_slice(ts.as_bytes());
+                    out.extend_from_slice(b" NOTICE ");
+                    out.extend_from_slice(line.as_bytes());
+                    out.push(b'\n');
                 }
-                return Ok(());
+                return buf.write_all(&out);
             }
             writeln!(buf, "{} {} {}", buf.timestamp(), r.level(), r.args())
         })

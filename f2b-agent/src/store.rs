@@ -451,12 +451,22 @@ impl Pending {
 /// bounds the memory of queued rows and of one merged transaction under a ban flood).
 const MAX_PENDING: usize = 4;
 
+/// Longest a batch of read positions alone (no bans) stays in a commit that is not yet
+/// durable. Such batches come after every poll of a busy log; making each one durable cost an
+/// fsync per batch (a tenth of a core under a line flood). A crash loses at most this much of
+/// read progress (those lines are read again), never a ban: batches with bans are durable.
+const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 #[derive(Default)]
 struct Queue {
     jobs: Vec<Pending>,
     /// Jobs handed over so far, and jobs whose transaction has ended (committed or failed).
     queued: u64,
     done: u64,
+    /// Jobs known to be on disk (a durable commit ended after them), and the most any
+    /// [`CommitMark`] waits for.
+    durable: u64,
+    want: u64,
     stop: bool,
 }
 
@@ -476,27 +486,61 @@ impl Committer {
         self.cond.wait(g).unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The committer thread: takes every waiting job, writes them in one durable
-    /// transaction, in the order they were handed over; on stop, drains the queue first.
+    /// The committer thread: takes every waiting job, writes them in one transaction, in the
+    /// order they were handed over; on stop, drains the queue first. A transaction is durable
+    /// when it holds bans or metadata, when a [`CommitMark`] waits for it, on stop, or when
+    /// [`DURABLE_EVERY`] has passed since the last durable one; otherwise (read positions
+    /// only) it is committed without fsync and a later durable commit persists it. With
+    /// nothing queued, a pending non-durable commit is made durable after [`DURABLE_EVERY`].
     fn run(&self, db: &Database) {
+        let mut last_durable = std::time::Instant::now();
         loop {
             let mut g = self.lock();
-            while g.jobs.is_empty() && !g.stop {
-                g = self.wait(g);
-            }
-            if g.jobs.is_empty() {
-                return;
+            loop {
+                let lagging = g.durable < g.done;
+                if !g.jobs.is_empty() || g.want > g.durable || (g.stop && lagging) {
+                    break;
+                }
+                if g.stop {
+                    return;
+                }
+                if lagging {
+                    let left = DURABLE_EVERY.saturating_sub(last_durable.elapsed());
+                    if left.is_zero() {
+                        break;
+                    }
+                    g = self
+                        .cond
+                        .wait_timeout(g, left)
+                        .map_or_else(|p| p.into_inner().0, |r| r.0);
+                } else {
+                    g = self.wait(g);
+                }
             }
             let jobs = std::mem::take(&mut g.jobs);
             let upto = g.queued;
+            let durable = g.stop
+                || g.want > g.durable
+                || jobs
+                    .iter()
+                    .any(|j| !j.keys.is_empty() || !j.meta.is_empty())
+                || last_durable.elapsed() >= DURABLE_EVERY;
             drop(g);
             self.cond.notify_all();
             let bans: usize = jobs.iter().map(Pending::bans).sum();
-            if let Err(e) = write_txn(db, &jobs, &[]) {
+            if let Err(e) = write_txn(db, &jobs, &[], durable) {
                 // The bans stay enforced in the kernel; the next start adopts them from there.
                 log::error!("database: committing {bans} bans and read positions: {e}");
             }
-            self.lock().done = upto;
+            if durable {
+                last_durable = std::time::Instant::now();
+            }
+            let mut g = self.lock();
+            g.done = upto;
+            if durable {
+                g.durable = upto;
+            }
+            drop(g);
             self.cond.notify_all();
         }
     }
@@ -509,10 +553,16 @@ pub struct CommitMark {
 }
 
 impl CommitMark {
+    /// Waits until everything handed over before the mark is durable.
     pub fn wait(self) {
         let c = &self.committer;
         let mut g = c.lock();
-        while g.done < self.seq {
+        if g.durable >= self.seq {
+            return;
+        }
+        g.want = g.want.max(self.seq);
+        c.cond.notify_all();
+        while g.durable < self.seq {
             g = c.wait(g);
         }
     }
@@ -537,8 +587,17 @@ impl Drop for Store {
 
 /// One write transaction: the jobs' positions, metadata and ban rows in order, then `dels`
 /// (whose counts go to the history, as do those of a ban taken over by another jail).
-fn write_txn(db: &Database, jobs: &[Pending], dels: &[IpNet]) -> Result<(), StoreError> {
-    let txn = db.begin_write().map_err(|e| db_err("begin", e))?;
+fn write_txn(
+    db: &Database,
+    jobs: &[Pending],
+    dels: &[IpNet],
+    durable: bool,
+) -> Result<(), StoreError> {
+    let mut txn = db.begin_write().map_err(|e| db_err("begin", e))?;
+    if !durable {
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| db_err("set durability", e))?;
+    }
     if jobs.iter().any(|j| !j.meta.is_empty()) {
         let mut t = txn.open_table(META).map_err(|e| db_err("open meta", e))?;
         for (k, v) in jobs.iter().flat_map(|j| &j.meta) {
@@ -847,7 +906,7 @@ impl Store {
         job.positions(positions);
         job.meta(meta);
         self.barrier();
-        write_txn(&self.db, std::slice::from_ref(&job), dels)
+        write_txn(&self.db, std::slice::from_ref(&job), dels, true)
     }
 
     /// Hands a jail batch's writes to the background committer and returns at once (the
@@ -882,8 +941,14 @@ impl Store {
 
     /// Waits until every batch handed to [`Store::commit_async`] so far has been written
     /// (or has failed and been reported).
+    /// A transaction of this process sees them; one that commits durably persists them too.
     pub fn barrier(&self) {
-        self.mark().wait();
+        let c = &self.committer;
+        let mut g = c.lock();
+        let seq = g.queued;
+        while g.done < seq {
+            g = c.wait(g);
+        }
     }
 
     /// In one durable transaction: writes `rows` and deletes `remove`, leaving the history

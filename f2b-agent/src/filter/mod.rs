@@ -20,6 +20,7 @@
 //! buffer only when it sits mid-line, capture slots for prefregex are per-thread too, and
 //! owned strings are made only for a [`Failure`].
 
+mod chain;
 pub mod date;
 pub mod pattern;
 pub mod source;
@@ -195,6 +196,8 @@ struct Compiled {
     /// The capture-free tail checked by a reverse DFA and the head whose captures are taken
     /// on the text cut where the tail starts (see [`pattern::split_tail`]); ASCII engines.
     tail: Option<Box<Tail>>,
+    /// The captures found step by step with DFAs (see [`chain`]); ASCII engines.
+    chain: Option<Box<chain::Chain>>,
     /// The runs for the raw line (split where a date may have been cut).
     raw_runs: Vec<memchr::memmem::Finder<'static>>,
     host: Vec<usize>,
@@ -226,7 +229,13 @@ impl Compiled {
             .as_ref()
             .and_then(|_| Tail::new(regex.as_str()))
             .map(Box::new);
+        let names: Vec<Option<&str>> = regex.capture_names().collect();
+        let chain = abt
+            .as_ref()
+            .and_then(|_| chain::Chain::new(regex.as_str(), &names))
+            .map(Box::new);
         let mut c = Compiled {
+            chain,
             tail,
             bt,
             abt,
@@ -508,6 +517,8 @@ struct Scratch {
     bts: Vec<((u64, usize), BtSlot)>,
     /// Which failregexes matched.
     pats: Option<PatternSet>,
+    /// Group spans found by a [`chain::Chain`].
+    spans: Vec<Option<(usize, usize)>>,
 }
 
 struct BtSlot {
@@ -519,6 +530,7 @@ struct BtSlot {
 enum Groups<'s> {
     Bt(&'s Captures),
     Locs(&'s CaptureLocations),
+    Spans(&'s [Option<(usize, usize)>]),
 }
 
 impl Groups<'_> {
@@ -526,6 +538,7 @@ impl Groups<'_> {
         match self {
             Groups::Bt(c) => c.get_group(g).map(|s| (s.start, s.end)),
             Groups::Locs(l) => l.get(g),
+            Groups::Spans(s) => s.get(g).copied().flatten(),
         }
     }
 }
@@ -557,6 +570,21 @@ fn bt_for<'a>(
 }
 
 const PREF: usize = usize::MAX;
+/// Backtracker keys of chain steps: `CHAIN_KEY + failregex * MAX_STEPS + step` (below the
+/// tails' keys, which count down from `usize::MAX - 1`, above `2 * failregex + 1`).
+const CHAIN_KEY: usize = 1 << 40;
+const MAX_STEPS: usize = 1 << 16;
+
+/// How a failregex's captures were taken.
+#[derive(Clone, Copy)]
+enum Via {
+    /// By a backtracker, whose slot has this key.
+    Bt((u64, usize)),
+    /// By the general regex, into its capture locations.
+    Locs,
+    /// By a [`chain::Chain`], into the scratch spans.
+    Chain,
+}
 
 fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     let mut s = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
@@ -567,7 +595,13 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = const {
-        RefCell::new(Scratch { buf: String::new(), locs: Vec::new(), bts: Vec::new(), pats: None })
+        RefCell::new(Scratch {
+            buf: String::new(),
+            locs: Vec::new(),
+            bts: Vec::new(),
+            pats: None,
+            spans: Vec::new(),
+        })
     };
 }
 
@@ -1100,6 +1134,7 @@ impl Filter {
             locs,
             bts,
             pats,
+            spans,
         } = s;
         let text: &str = match found {
             None => line,
@@ -1123,7 +1158,7 @@ impl Filter {
                 return Verdict::Miss;
             }
         }
-        self.match_text(text, ascii, found.map(|f| f.time), locs, bts, pats)
+        self.match_text(text, ascii, found.map(|f| f.time), locs, bts, pats, spans)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1135,6 +1170,7 @@ impl Filter {
         locs: &'a mut Vec<((u64, usize), CaptureLocations)>,
         bts: &'a mut Vec<((u64, usize), BtSlot)>,
         pats: &mut Option<PatternSet>,
+        spans: &'a mut Vec<Option<(usize, usize)>>,
     ) -> Verdict<'a> {
         // Slots of prefregex, then of the failregex, both in the per-thread list.
         let mut pref_span: Option<(usize, usize)> = None;
@@ -1175,7 +1211,7 @@ impl Filter {
         // allocating its answer.
         // Backtrackers are keyed 2 * pattern (+ 1 for the ASCII one), capture locations by
         // pattern: two lists.
-        let (idx, by_bt, key) = if ascii && content.len() <= self.direct_max {
+        let (idx, via) = if ascii && content.len() <= self.direct_max {
             // Every failregex starts with `^`: each is tried at the content's start only, in
             // order, and the first that matches is the one `RegexSet` would name; a wrong
             // one usually fails within a few bytes. Its captures come with the answer.
@@ -1184,6 +1220,24 @@ impl Filter {
                 let Some(bt) = &c.abt else { break };
                 if !c.may_match_at_start(content.as_bytes()) {
                     continue;
+                }
+                if let Some(ch) = c.chain.as_deref() {
+                    let base = CHAIN_KEY + idx * MAX_STEPS;
+                    let out = ch.run(
+                        content.as_bytes(),
+                        spans,
+                        c.re.captures_len(),
+                        bts,
+                        (self.id, base),
+                    );
+                    match out {
+                        chain::Outcome::Match => {
+                            hit = Some((idx, Via::Chain));
+                            break;
+                        }
+                        chain::Outcome::NoMatch => continue,
+                        chain::Outcome::Unknown => {}
+                    }
                 }
                 // The whole pattern, or its head up to where its tail must start.
                 let (bt, key, hay) =
@@ -1201,7 +1255,7 @@ impl Filter {
                     .is_ok()
                     && slot.caps.is_match()
                 {
-                    hit = Some((idx, true, key));
+                    hit = Some((idx, Via::Bt(key)));
                     break;
                 }
             }
@@ -1240,7 +1294,7 @@ impl Filter {
                 (Some(a), _) if ascii => (Some(a), (self.id, 2 * idx + 1)),
                 (_, b) => (b.as_ref(), (self.id, 2 * idx)),
             };
-            let by_bt = match bt {
+            let via = match bt {
                 Some(bt) if content.len() <= bt.max_haystack_len() => {
                     let slot = bt_for(bts, key, bt);
                     if bt
@@ -1250,29 +1304,29 @@ impl Filter {
                     {
                         return Verdict::Miss;
                     }
-                    true
+                    Via::Bt(key)
                 }
                 _ => {
                     let l = locs_for(locs, (self.id, idx), &c.re);
                     if c.re.captures_read(l, content).is_none() {
                         return Verdict::Miss;
                     }
-                    false
+                    Via::Locs
                 }
             };
-            (idx, by_bt, key)
+            (idx, via)
         };
         let c = &self.fail[idx];
-        let fl = if by_bt {
-            match bts.iter().find(|(k, _)| *k == key) {
+        let fl = match via {
+            Via::Bt(key) => match bts.iter().find(|(k, _)| *k == key) {
                 Some((_, s)) => Groups::Bt(&s.caps),
                 None => return Verdict::Miss,
-            }
-        } else {
-            match locs.iter().find(|(k, _)| *k == (self.id, idx)) {
+            },
+            Via::Locs => match locs.iter().find(|(k, _)| *k == (self.id, idx)) {
                 Some((_, l)) => Groups::Locs(l),
                 None => return Verdict::Miss,
-            }
+            },
+            Via::Chain => Groups::Spans(spans),
         };
         if c.nofail.iter().any(|&g| fl.get(g).is_some()) {
             return Verdict::Miss;

@@ -1,0 +1,236 @@
+//! A failregex's captures without a backtracker over the whole line: the pattern is cut
+//! along its top-level sequence ([`pattern::chain_parts`]) and each step's end is found by a
+//! fully compiled DFA, left to right. A step that is one capture group gives that group's
+//! span directly; a lazy `.*?` (sshd's user name) ends where a reverse DFA of the rest of the
+//! pattern says the rest can first match; only a step holding nested groups (sshd's
+//! `<F-NOFAIL>` inside an alternative) runs a backtracker, on its own short span.
+//!
+//! Leftmost-first is a priority order over paths, compared step by step: the highest-priority
+//! match of step 1, then of step 2 from its end, and so on, is the highest-priority complete
+//! match whenever every step succeeds, which is what a backtracker reports. When a step does
+//! not succeed, a lower-priority choice earlier on might still lead to a match: the caller
+//! then asks the backtracker ([`Outcome::Unknown`]); only a failing first step rules the
+//! pattern out. For ASCII text (the engines are compiled with Unicode off).
+
+use regex_automata::dfa::{Automaton, dense};
+use regex_automata::nfa::thompson::{self, backtrack::BoundedBacktracker};
+use regex_automata::{Anchored, Input};
+
+use super::pattern::{self, ChainPart};
+use super::{BtSlot, DENSE_LIMIT, ascii_dense, ascii_syntax, bt_for};
+
+#[derive(Debug, Clone)]
+pub(super) struct Chain {
+    steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Fwd {
+        dfa: dense::DFA<Vec<u32>>,
+        group: Option<usize>,
+        inner: Option<Inner>,
+    },
+    Lazy {
+        group: Option<usize>,
+        min: usize,
+        except_lf: bool,
+        /// The rest of the pattern, reversed, every match, anchored at the end of the text.
+        rev: dense::DFA<Vec<u32>>,
+    },
+}
+
+/// Captures nested in a step: `(?:S)$` on the step's span, and which of its groups is which
+/// group of the whole pattern.
+#[derive(Debug, Clone)]
+pub(super) struct Inner {
+    pub(super) bt: BoundedBacktracker,
+    map: Vec<(usize, usize)>,
+}
+
+/// What a chain says about a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// The pattern matches; the spans are its captures.
+    Match,
+    /// The pattern does not match.
+    NoMatch,
+    /// The chain cannot tell: ask the backtracker.
+    Unknown,
+}
+
+impl Chain {
+    /// `names`: the whole pattern's group names by index (to map nested groups).
+    pub(super) fn new(regex: &str, names: &[Option<&str>]) -> Option<Chain> {
+        let parts = pattern::chain_parts(regex)?;
+        // Nothing to gain over one backtracker run when no group has a step of its own.
+        if !parts.iter().any(|p| {
+            matches!(
+                p,
+                ChainPart::Fwd { group: Some(_), .. } | ChainPart::Lazy { group: Some(_), .. }
+            )
+        }) {
+            return None;
+        }
+        let mut steps = Vec::with_capacity(parts.len());
+        for p in parts {
+            steps.push(match p {
+                ChainPart::Fwd {
+                    regex,
+                    group,
+                    captures,
+                } => {
+                    let inner = if captures {
+                        let src = format!("(?:{regex})$");
+                        let bt = BoundedBacktracker::builder()
+                            .syntax(ascii_syntax())
+                            .thompson(thompson::Config::new().utf8(false))
+                            .build(&src)
+                            .ok()?;
+                        let mut map = Vec::new();
+                        for (i, n) in bt
+                            .get_nfa()
+                            .group_info()
+                            .pattern_names(0.into())
+                            .enumerate()
+                        {
+                            let Some(n) = n else { continue };
+                            let full = names.iter().position(|x| *x == Some(n))?;
+                            map.push((i, full));
+                        }
+                        Some(Inner { bt, map })
+                    } else {
+                        None
+                    };
+                    Step::Fwd {
+                        dfa: ascii_dense(&regex)?,
+                        group,
+                        inner,
+                    }
+                }
+                ChainPart::Lazy {
+                    group,
+                    min,
+                    except_lf,
+                    rest,
+                } => Step::Lazy {
+                    group,
+                    min,
+                    except_lf,
+                    rev: reverse_all(&rest)?,
+                },
+            });
+        }
+        Some(Chain { steps })
+    }
+
+    /// Runs the chain on `t` (ASCII), anchored at its start. On [`Outcome::Match`],
+    /// `spans[g]` is group `g`'s span (None: it did not take part). A step with nested
+    /// captures keeps its backtracker cache in `bts` under `(key.0, key.1 + step)`.
+    pub(super) fn run(
+        &self,
+        t: &[u8],
+        spans: &mut Vec<Option<(usize, usize)>>,
+        groups: usize,
+        bts: &mut Vec<((u64, usize), BtSlot)>,
+        key: (u64, usize),
+    ) -> Outcome {
+        spans.clear();
+        spans.resize(groups, None);
+        let mut pos = 0;
+        for (k, step) in self.steps.iter().enumerate() {
+            match step {
+                Step::Fwd { dfa, group, inner } => {
+                    let input = Input::new(t).range(pos..).anchored(Anchored::Yes);
+                    let e = match dfa.try_search_fwd(&input) {
+                        Ok(Some(m)) => m.offset(),
+                        Ok(None) if k == 0 => return Outcome::NoMatch,
+                        _ => return Outcome::Unknown,
+                    };
+                    if let Some(g) = group {
+                        spans[*g] = Some((pos, e));
+                    }
+                    if let Some(inn) = inner {
+                        let s = bt_for(bts, (key.0, key.1 + k), &inn.bt);
+                        let input = Input::new(&t[..e]).span(pos..e).anchored(Anchored::Yes);
+                        if inn
+                            .bt
+                            .try_search(&mut s.cache, &input, &mut s.caps)
+                            .is_err()
+                            || !s.caps.is_match()
+                        {
+                            return Outcome::Unknown;
+                        }
+                        for &(i, full) in &inn.map {
+                            spans[full] = s.caps.get_group(i).map(|sp| (sp.start, sp.end));
+                        }
+                    }
+                    pos = e;
+                }
+                Step::Lazy {
+                    group,
+                    min,
+                    except_lf,
+                    rev,
+                } => {
+                    let Some(q) = leftmost_rest(rev, t, pos + min) else {
+                        return Outcome::Unknown;
+                    };
+                    if *except_lf && memchr::memchr(b'\n', &t[pos..q]).is_some() {
+                        return Outcome::Unknown;
+                    }
+                    if let Some(g) = group {
+                        spans[*g] = Some((pos, q));
+                    }
+                    pos = q;
+                }
+            }
+        }
+        Outcome::Match
+    }
+}
+
+/// A reverse DFA of `pattern` (which ends with `$`) reporting every match, anchored at the
+/// end of the text.
+pub(super) fn reverse_all(pattern: &str) -> Option<dense::DFA<Vec<u32>>> {
+    dense::Builder::new()
+        .syntax(ascii_syntax())
+        .thompson(thompson::Config::new().utf8(false).reverse(true))
+        .configure(
+            dense::Config::new()
+                .match_kind(regex_automata::MatchKind::All)
+                .start_kind(regex_automata::dfa::StartKind::Anchored)
+                .dfa_size_limit(Some(DENSE_LIMIT))
+                .determinize_size_limit(Some(4 * DENSE_LIMIT)),
+        )
+        .build(pattern)
+        .ok()
+}
+
+/// The leftmost position `q >= from` where `rev`'s pattern matches `t[q..]`. The DFA is
+/// stepped by hand right to left: a match state after the byte at `at` means a match
+/// starting at `at + 1`.
+fn leftmost_rest(rev: &dense::DFA<Vec<u32>>, t: &[u8], from: usize) -> Option<usize> {
+    if from > t.len() {
+        return None;
+    }
+    let input = Input::new(t).anchored(Anchored::Yes);
+    let mut sid = rev.start_state_reverse(&input).ok()?;
+    let mut found = None;
+    for at in (from.saturating_sub(1)..t.len()).rev() {
+        sid = rev.next_state(sid, t[at]);
+        if rev.is_special_state(sid) {
+            if rev.is_match_state(sid) {
+                found = Some(at + 1);
+            } else if rev.is_dead_state(sid) {
+                return found;
+            } else if rev.is_quit_state(sid) {
+                return None;
+            }
+        }
+    }
+    if from == 0 && rev.is_match_state(rev.next_eoi_state(sid)) {
+        found = Some(0);
+    }
+    found
+}

@@ -46,6 +46,10 @@ enum Step {
 pub(super) struct Inner {
     pub(super) bt: BoundedBacktracker,
     map: Vec<(usize, usize)>,
+    /// A literal per nested group that it contains when it takes part: a span with none
+    /// of them has no capture, and the backtracker is not run (sshd's `<F-NOFAIL>publickey`
+    /// on "Failed password for").
+    needles: Option<Vec<memchr::memmem::Finder<'static>>>,
 }
 
 /// What a chain says about a text.
@@ -79,6 +83,7 @@ impl Chain {
                     regex,
                     group,
                     captures,
+                    needles,
                 } => {
                     let inner = if captures {
                         let src = format!("(?:{regex})$");
@@ -98,7 +103,12 @@ impl Chain {
                             let full = names.iter().position(|x| *x == Some(n))?;
                             map.push((i, full));
                         }
-                        Some(Inner { bt, map })
+                        let needles = needles.map(|v| {
+                            v.iter()
+                                .map(|n| memchr::memmem::Finder::new(n).into_owned())
+                                .collect()
+                        });
+                        Some(Inner { bt, map, needles })
                     } else {
                         None
                     };
@@ -141,16 +151,20 @@ impl Chain {
         for (k, step) in self.steps.iter().enumerate() {
             match step {
                 Step::Fwd { dfa, group, inner } => {
-                    let input = Input::new(t).range(pos..).anchored(Anchored::Yes);
-                    let e = match dfa.try_search_fwd(&input) {
-                        Ok(Some(m)) => m.offset(),
-                        Ok(None) if k == 0 => return Outcome::NoMatch,
+                    let e = match first_end(dfa, t, pos) {
+                        Some(Some(e)) => e,
+                        Some(None) if k == 0 => return Outcome::NoMatch,
                         _ => return Outcome::Unknown,
                     };
                     if let Some(g) = group {
                         spans[*g] = Some((pos, e));
                     }
-                    if let Some(inn) = inner {
+                    if let Some(inn) = inner
+                        && inn
+                            .needles
+                            .as_ref()
+                            .is_none_or(|ns| ns.iter().any(|n| n.find(&t[pos..e]).is_some()))
+                    {
                         let s = bt_for(bts, (key.0, key.1 + k), &inn.bt);
                         let input = Input::new(&t[..e]).span(pos..e).anchored(Anchored::Yes);
                         if inn
@@ -188,6 +202,36 @@ impl Chain {
         }
         Outcome::Match
     }
+}
+
+/// Where the leftmost-first match of `dfa` (anchored) starting at `pos` ends: Some(None) no
+/// match, None the DFA gave up. Stepped by hand (as `try_search_fwd` does, without its
+/// per-call set-up): a match state after the byte at `at` means a match ending at `at`, and
+/// a leftmost-first DFA dies once no higher-priority match can follow, so the last match
+/// seen is the one.
+fn first_end(dfa: &dense::DFA<Vec<u32>>, t: &[u8], pos: usize) -> Option<Option<usize>> {
+    let input = Input::new(t).range(pos..).anchored(Anchored::Yes);
+    let mut sid = dfa.start_state_forward(&input).ok()?;
+    let mut last = None;
+    if dfa.is_dead_state(sid) {
+        return Some(None);
+    }
+    for (at, &b) in t.iter().enumerate().skip(pos) {
+        sid = dfa.next_state(sid, b);
+        if dfa.is_special_state(sid) {
+            if dfa.is_match_state(sid) {
+                last = Some(at);
+            } else if dfa.is_dead_state(sid) {
+                return Some(last);
+            } else if dfa.is_quit_state(sid) {
+                return None;
+            }
+        }
+    }
+    if dfa.is_match_state(dfa.next_eoi_state(sid)) {
+        last = Some(t.len());
+    }
+    Some(last)
 }
 
 /// A reverse DFA of `pattern` (which ends with `$`) reporting every match, anchored at the

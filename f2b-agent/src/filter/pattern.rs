@@ -453,6 +453,10 @@ pub enum ChainPart {
         regex: String,
         group: Option<usize>,
         captures: bool,
+        /// When it holds captures: a literal each of them must contain when it takes
+        /// part (None when one has none), so that a span without any of them has no
+        /// capture to take.
+        needles: Option<Vec<String>>,
     },
     /// A lazy "anything" (`.*?`, `.+?`, optionally a capture group `group` of exactly that):
     /// it ends at the leftmost position (at least `min` bytes on) where `rest`, the rest of
@@ -510,22 +514,51 @@ pub fn chain_parts(regex: &str) -> Option<Vec<ChainPart>> {
         if run.is_empty() {
             return Some(());
         }
-        let h = Hir::concat(std::mem::take(run));
-        let captures = h.properties().explicit_captures_len() > 0;
-        // Its captures are taken on exactly its span: no look-ahead past it.
-        if captures
-            && !h
-                .properties()
-                .look_set()
-                .subtract(LookSet::singleton(Look::Start))
-                .is_empty()
-        {
-            return None;
+        // Parts without captures before and after those with: steps of their own, so that
+        // the backtracker taking the nested captures runs on as short a span as can be.
+        let has = |p: &Hir| p.properties().explicit_captures_len() > 0;
+        let mut parts = std::mem::take(run);
+        if let (Some(a), Some(b)) = (parts.iter().position(has), parts.iter().rposition(has)) {
+            let after = parts.split_off(b + 1);
+            let mid = parts.split_off(a);
+            for (chunk, captures) in [(parts, false), (mid, true), (after, false)] {
+                if chunk.is_empty() {
+                    continue;
+                }
+                let h = Hir::concat(chunk);
+                // Its captures are taken on exactly its span: no look-ahead past it.
+                if captures
+                    && !h
+                        .properties()
+                        .look_set()
+                        .subtract(LookSet::singleton(Look::Start))
+                        .is_empty()
+                {
+                    return None;
+                }
+                let needles = if captures {
+                    let mut subs = Vec::new();
+                    capture_subs(&h, &mut subs);
+                    subs.iter()
+                        .map(|s| required_literal(&s.to_string()))
+                        .collect::<Option<Vec<String>>>()
+                } else {
+                    None
+                };
+                out.push(ChainPart::Fwd {
+                    regex: h.to_string(),
+                    group: None,
+                    captures,
+                    needles,
+                });
+            }
+            return Some(());
         }
         out.push(ChainPart::Fwd {
-            regex: h.to_string(),
+            regex: Hir::concat(parts).to_string(),
             group: None,
-            captures,
+            captures: false,
+            needles: None,
         });
         Some(())
     };
@@ -561,6 +594,7 @@ pub fn chain_parts(regex: &str) -> Option<Vec<ChainPart>> {
                 regex: c.sub.to_string(),
                 group: Some(c.index as usize),
                 captures: false,
+                needles: None,
             });
             continue;
         }
@@ -568,6 +602,23 @@ pub fn chain_parts(regex: &str) -> Option<Vec<ChainPart>> {
     }
     flush(&mut run, &mut out)?;
     Some(out)
+}
+
+/// The sub-patterns of every capture group in `h`.
+fn capture_subs(h: &Hir, out: &mut Vec<Hir>) {
+    match h.kind() {
+        HirKind::Capture(c) => {
+            out.push((*c.sub).clone());
+            capture_subs(&c.sub, out);
+        }
+        HirKind::Repetition(r) => capture_subs(&r.sub, out),
+        HirKind::Concat(p) | HirKind::Alternation(p) => {
+            for x in p {
+                capture_subs(x, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// `regex` as HIR; with `ascii`, Unicode off (classes are byte classes).

@@ -517,3 +517,51 @@ fn chains_agree_on_tricky_lines() {
     }
     assert!(failures >= 12, "{failures}");
 }
+
+/// The in-place IPv4 reader says what the std parser says, on seeded strings of digits and
+/// dots (leading zeros, too many digits or octets, empty octets, values over 255).
+#[test]
+fn ipv4_reader_agrees_with_std() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut ok = 0;
+    for _ in 0..200_000 {
+        let n = (next() % 18) as usize;
+        let s: String = if next() % 2 == 0 {
+            // Four (or three, or five) groups of 0 to 4 digits.
+            let parts = 3 + (next() % 3) as usize;
+            (0..parts)
+                .map(|_| {
+                    let d = (next() % 5) as usize;
+                    (0..d)
+                        .map(|_| char::from(b'0' + (next() % 10) as u8))
+                        .collect::<String>()
+                })
+                .collect::<Vec<_>>()
+                .join(".")
+        } else {
+            (0..n)
+                .map(|_| match next() % 5 {
+                    0 => '.',
+                    1 => '0',
+                    2 => '2',
+                    3 => '5',
+                    _ => char::from(b'0' + (next() % 10) as u8),
+                })
+                .collect()
+        };
+        let want = s.parse::<std::net::Ipv4Addr>().ok();
+        assert_eq!(parse_v4(s.as_bytes()), want, "{s:?}");
+        ok += want.is_some() as usize;
+    }
+    assert!(ok > 500, "{ok}");
+    assert_eq!(
+        parse_ip("[198.18.0.7]"),
+        Some(IpAddr::from([198, 18, 0, 7]))
+    );
+}

@@ -216,11 +216,13 @@ fn first_end(dfa: &dense::DFA<Vec<u32>>, t: &[u8], pos: usize) -> Option<Option<
     if dfa.is_dead_state(sid) {
         return Some(None);
     }
-    for (at, &b) in t.iter().enumerate().skip(pos) {
-        sid = dfa.next_state(sid, b);
+    for (i, &b) in t[pos..].iter().enumerate() {
+        // SAFETY: `sid` is always a state of this DFA (its start state or a transition's
+        // target), which is all next_state_unchecked asks.
+        sid = unsafe { dfa.next_state_unchecked(sid, b) };
         if dfa.is_special_state(sid) {
             if dfa.is_match_state(sid) {
-                last = Some(at);
+                last = Some(pos + i);
             } else if dfa.is_dead_state(sid) {
                 return Some(last);
             } else if dfa.is_quit_state(sid) {
@@ -261,8 +263,11 @@ fn leftmost_rest(rev: &dense::DFA<Vec<u32>>, t: &[u8], from: usize) -> Option<us
     let input = Input::new(t).anchored(Anchored::Yes);
     let mut sid = rev.start_state_reverse(&input).ok()?;
     let mut found = None;
-    for at in (from.saturating_sub(1)..t.len()).rev() {
-        sid = rev.next_state(sid, t[at]);
+    let lo = from.saturating_sub(1);
+    for (i, &b) in t[lo..].iter().enumerate().rev() {
+        let at = lo + i;
+        // SAFETY: as in `first_end`.
+        sid = unsafe { rev.next_state_unchecked(sid, b) };
         if rev.is_special_state(sid) {
             if rev.is_match_state(sid) {
                 found = Some(at + 1);

@@ -431,6 +431,8 @@ pub struct Filter {
     /// Every failregex has literal runs to look for in the raw line (see
     /// [`Filter::may_match_raw`]).
     raw_gate: bool,
+    /// Per prefilter literal, the failregexes that need it (or a literal containing it).
+    lit_owners: Vec<Vec<usize>>,
     ignore_set: Option<RegexSet>,
 }
 
@@ -458,16 +460,16 @@ enum Prefilter {
 }
 
 impl Prefilter {
-    /// Where the leftmost hit at or after `from` starts.
-    fn find(&self, b: &[u8], from: usize) -> Option<usize> {
+    /// Where the leftmost hit at or after `from` starts, and which literal it is.
+    fn find(&self, b: &[u8], from: usize) -> Option<(usize, usize)> {
         match self {
-            Prefilter::One(f) => f.find(&b[from..]).map(|i| from + i),
+            Prefilter::One(f) => f.find(&b[from..]).map(|i| (from + i, 0)),
             Prefilter::Packed(p) => p
                 .find_in(b, aho_corasick::Span::from(from..b.len()))
-                .map(|m| m.start()),
+                .map(|m| (m.start(), m.pattern().as_usize())),
             Prefilter::Ac(ac) => ac
                 .find(aho_corasick::Input::new(b).span(from..b.len()))
-                .map(|m| m.start()),
+                .map(|m| (m.start(), m.pattern().as_usize())),
         }
     }
 }
@@ -949,13 +951,14 @@ impl Filter {
 
         // Prefilter: the override, or one literal per failregex. A pattern with no usable
         // literal means every line has to go to the regexes: no prefilter at all.
+        let per_pattern: Option<Vec<Vec<String>>> = fail_res
+            .iter()
+            .map(|r| pattern::required_literals(r))
+            .collect();
+        let overridden = raw.literals.is_some();
         let literals: Option<Vec<String>> = match raw.literals.take() {
             Some(l) => Some(l.into_iter().filter(|s| !s.is_empty()).collect()),
-            None => fail_res
-                .iter()
-                .map(|r| pattern::required_literals(r))
-                .collect::<Option<Vec<Vec<String>>>>()
-                .map(|v| v.concat()),
+            None => per_pattern.clone().map(|v| v.concat()),
         };
         let (prefilter, literals) = match literals {
             Some(mut l) if !l.is_empty() => {
@@ -988,6 +991,18 @@ impl Filter {
             }
             _ => (None, Vec::new()),
         };
+        // Only an ordering hint for the raw gate (which asks every pattern in the end).
+        let lit_owners = match &per_pattern {
+            Some(pp) if !overridden => literals
+                .iter()
+                .map(|l| {
+                    (0..pp.len())
+                        .filter(|&i| pp[i].iter().any(|x| x.contains(l.as_str())))
+                        .collect()
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
 
         Ok(Filter {
             name: name.to_string(),
@@ -1005,6 +1020,7 @@ impl Filter {
             quick_set,
             direct_max,
             raw_gate: fail.iter().all(|c| !c.raw_runs.is_empty()),
+            lit_owners,
             fail,
             ignore_set,
         })
@@ -1084,12 +1100,14 @@ impl Filter {
         let b = chunk.as_bytes();
         with_scratch(|s| {
             let mut pos = 0usize;
+            let mut hint: Option<&[usize]> = None;
             while pos < b.len() {
                 let (start, end) = match &self.prefilter {
                     Some(pf) => {
-                        let Some(m) = pf.find(b, pos) else {
+                        let Some((m, lit)) = pf.find(b, pos) else {
                             return;
                         };
+                        hint = self.lit_owners.get(lit).map(Vec::as_slice);
                         // Literals hold no newline: the hit lies within one line.
                         let start = memchr::memrchr(b'\n', &b[pos..m]).map_or(pos, |i| pos + i + 1);
                         let end = memchr::memchr(b'\n', &b[m..]).map_or(b.len(), |i| m + i);
@@ -1104,7 +1122,7 @@ impl Filter {
                 // Both ends sit next to an ASCII byte (or the buffer's ends): char boundaries.
                 let raw = &chunk[start..end];
                 let line = raw.strip_suffix('\r').unwrap_or(raw);
-                if !self.may_match_raw(line.as_bytes()) {
+                if !self.may_match_raw_first(line.as_bytes(), hint) {
                     continue;
                 }
                 if let Verdict::Failure(f) = self.verdict(line, now_unix, s, true) {
@@ -1119,6 +1137,25 @@ impl Filter {
     /// prefregex's content of it, where they would be in the same order).
     fn may_match_raw(&self, line: &[u8]) -> bool {
         !self.raw_gate || self.fail.iter().any(|c| in_order(&c.raw_runs, line))
+    }
+
+    /// [`Filter::may_match_raw`], asking the failregexes in `first` before the others: the
+    /// ones whose literal the prefilter found, nearly always the one that matches, so a
+    /// failure line costs one pattern's runs instead of every earlier pattern's too.
+    fn may_match_raw_first(&self, line: &[u8], first: Option<&[usize]>) -> bool {
+        if !self.raw_gate {
+            return true;
+        }
+        let first = first.unwrap_or(&[]);
+        first.iter().any(|&i| {
+            self.fail
+                .get(i)
+                .is_some_and(|c| in_order(&c.raw_runs, line))
+        }) || self
+            .fail
+            .iter()
+            .enumerate()
+            .any(|(i, c)| !first.contains(&i) && in_order(&c.raw_runs, line))
     }
 
     /// Everything after the prefilter, cheapest check first: date position, the failregexes

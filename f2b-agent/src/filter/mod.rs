@@ -1438,6 +1438,11 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
     if s.bytes().all(|c| c.is_ascii_digit() || c == b'.') {
         return parse_v4(s.as_bytes()).map(IpAddr::V4);
     }
+    // Hex digits and colons only (no embedded IPv4): IPv6 read in place, same reason.
+    if s.bytes().all(|c| c.is_ascii_hexdigit() || c == b':') {
+        let v6 = parse_v6_hex(s.as_bytes())?;
+        return Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4));
+    }
     match s.parse::<IpAddr>().ok()? {
         IpAddr::V6(v6) => Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)),
         v4 => Some(v4),
@@ -1468,6 +1473,49 @@ fn parse_v4(b: &[u8]) -> Option<std::net::Ipv4Addr> {
         *slot = v as u8;
     }
     (i == b.len()).then(|| std::net::Ipv4Addr::from(o))
+}
+
+/// IPv6 of hex groups as `Ipv6Addr::from_str` reads it (the caller has checked that `b` is
+/// only hex digits and colons): groups of 1 to 4 hex digits separated by `:`, either 8 of
+/// them or at most 7 around one `::`.
+fn parse_v6_hex(b: &[u8]) -> Option<std::net::Ipv6Addr> {
+    fn groups(part: &[u8], out: &mut [u16; 8], n: &mut usize) -> Option<()> {
+        if part.is_empty() {
+            return Some(());
+        }
+        for g in part.split(|&c| c == b':') {
+            if g.is_empty() || g.len() > 4 || *n == 8 {
+                return None;
+            }
+            let mut v = 0u16;
+            for &c in g {
+                v = v << 4 | char::from(c).to_digit(16)? as u16;
+            }
+            out[*n] = v;
+            *n += 1;
+        }
+        Some(())
+    }
+    let (head, tail) = match b.windows(2).position(|w| w == b"::") {
+        Some(i) => (&b[..i], Some(&b[i + 2..])),
+        None => (b, None),
+    };
+    let mut h = [0u16; 8];
+    let mut hn = 0;
+    groups(head, &mut h, &mut hn)?;
+    match tail {
+        None => (hn == 8).then(|| std::net::Ipv6Addr::from(h)),
+        Some(tail) => {
+            let mut t = [0u16; 8];
+            let mut tn = 0;
+            groups(tail, &mut t, &mut tn)?;
+            if hn + tn > 7 {
+                return None;
+            }
+            h[8 - tn..].copy_from_slice(&t[..tn]);
+            Some(std::net::Ipv6Addr::from(h))
+        }
+    }
 }
 
 /// serde_yaml's message without its trailing " at line L column C" (the prefix says where).

@@ -565,3 +565,48 @@ fn ipv4_reader_agrees_with_std() {
         Some(IpAddr::from([198, 18, 0, 7]))
     );
 }
+
+/// The in-place IPv6 reader (hex groups, no embedded IPv4) says what the std parser says, on
+/// seeded strings of hex digits and colons (`::` anywhere or twice, too many or too long
+/// groups, leading or trailing single colons).
+#[test]
+fn ipv6_reader_agrees_with_std() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    const HEX: &[u8] = b"0123456789abcdefABCDEF";
+    let mut ok = 0;
+    for _ in 0..300_000 {
+        let parts = (next() % 11) as usize;
+        let mut s = String::new();
+        for i in 0..parts {
+            if i > 0 {
+                s.push(':');
+                if next() % 6 == 0 {
+                    s.push(':');
+                }
+            }
+            for _ in 0..next() % 6 {
+                s.push(char::from(HEX[(next() % HEX.len() as u64) as usize]));
+            }
+        }
+        if next() % 8 == 0 {
+            s.insert_str(0, "::");
+        }
+        if next() % 8 == 0 {
+            s.push(':');
+        }
+        let want = s.parse::<std::net::Ipv6Addr>().ok();
+        assert_eq!(parse_v6_hex(s.as_bytes()), want, "{s:?}");
+        ok += want.is_some() as usize;
+    }
+    assert!(ok > 5_000, "{ok}");
+    assert_eq!(
+        parse_ip("::ffff:c612:7"),
+        Some(IpAddr::from([198, 18, 0, 7]))
+    );
+}

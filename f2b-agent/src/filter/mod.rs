@@ -12,8 +12,9 @@
 //! 3. `prefregex`, when the filter has one: its `<F-CONTENT>` part is what failregex sees.
 //! 4. the first failregex that matches, with its captures (`<HOST>`, `<F-USER>`, `<F-ID>`):
 //!    on an ASCII line with engines compiled with Unicode off; when all start with `^`, each
-//!    tried in turn with a backtracker behind cheap literal checks (and a reverse DFA for a
-//!    capture-free tail); else one DFA pass names it and a backtracker takes its captures.
+//!    tried in turn behind cheap literal checks, as a chain of DFAs ([`chain`]) when it can
+//!    be cut into one, else with a backtracker (and a reverse DFA for a capture-free tail);
+//!    else one DFA pass names it and a backtracker takes its captures.
 //! 5. `ignoreregex` on the date-cut line turns a failure into [`LineMatch::Ignored`].
 //!
 //! A line that does not match allocates nothing: the date is cut into a reused per-thread

@@ -27,7 +27,7 @@ pub(super) struct Chain {
 #[derive(Debug, Clone)]
 enum Step {
     Fwd {
-        dfa: dense::DFA<Vec<u32>>,
+        dfa: Box<dense::DFA<Vec<u32>>>,
         group: Option<usize>,
         inner: Option<Inner>,
     },
@@ -35,9 +35,20 @@ enum Step {
         group: Option<usize>,
         min: usize,
         except_lf: bool,
-        /// The rest of the pattern, reversed, every match, anchored at the end of the text.
-        rev: dense::DFA<Vec<u32>>,
+        end: LazyEnd,
     },
+}
+
+/// How a lazy step finds its end.
+#[derive(Debug, Clone)]
+enum LazyEnd {
+    /// The rest of the pattern, reversed, every match, anchored at the end of the text: the
+    /// leftmost place the rest can match.
+    Rev(Box<dense::DFA<Vec<u32>>>),
+    /// The rest starts with this literal: its first occurrence. Any match of the rest starts
+    /// with it, so when the steps after succeed from there, no earlier end could have
+    /// matched; when they do not, the backtracker decides.
+    Lit(Box<memchr::memmem::Finder<'static>>),
 }
 
 /// Captures nested in a step: `(?:S)$` on the step's span, and which of its groups is which
@@ -113,7 +124,7 @@ impl Chain {
                         None
                     };
                     Step::Fwd {
-                        dfa: ascii_dense(&regex)?,
+                        dfa: Box::new(ascii_dense(&regex)?),
                         group,
                         inner,
                     }
@@ -123,11 +134,17 @@ impl Chain {
                     min,
                     except_lf,
                     rest,
+                    lit,
                 } => Step::Lazy {
                     group,
                     min,
                     except_lf,
-                    rev: reverse_all(&rest)?,
+                    end: match lit {
+                        Some(l) => {
+                            LazyEnd::Lit(Box::new(memchr::memmem::Finder::new(&l).into_owned()))
+                        }
+                        None => LazyEnd::Rev(Box::new(reverse_all(&rest)?)),
+                    },
                 },
             });
         }
@@ -185,9 +202,16 @@ impl Chain {
                     group,
                     min,
                     except_lf,
-                    rev,
+                    end,
                 } => {
-                    let Some(q) = leftmost_rest(rev, t, pos + min) else {
+                    let q = match end {
+                        LazyEnd::Rev(rev) => leftmost_rest(rev, t, pos + min),
+                        LazyEnd::Lit(f) => t
+                            .get(pos + min..)
+                            .and_then(|r| f.find(r))
+                            .map(|i| pos + min + i),
+                    };
+                    let Some(q) = q else {
                         return Outcome::Unknown;
                     };
                     if *except_lf && memchr::memchr(b'\n', &t[pos..q]).is_some() {

@@ -467,6 +467,8 @@ pub enum ChainPart {
         min: usize,
         except_lf: bool,
         rest: String,
+        /// The literal `rest` starts with, when it does (sshd's ` from `).
+        lit: Option<Vec<u8>>,
     },
 }
 
@@ -577,11 +579,16 @@ pub fn chain_parts(regex: &str) -> Option<Vec<ChainPart>> {
             {
                 return None;
             }
+            let lit = match parts[i + 1].kind() {
+                HirKind::Literal(l) if !l.0.is_empty() => Some(l.0.to_vec()),
+                _ => None,
+            };
             out.push(ChainPart::Lazy {
                 group,
                 min,
                 except_lf,
                 rest: rest.to_string(),
+                lit,
             });
             continue;
         }

@@ -118,7 +118,7 @@ pub struct Found {
 }
 
 /// Broken-down time as read; `year` None means "infer it".
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Fields {
     year: Option<i64>,
     month: u32,
@@ -459,9 +459,6 @@ fn parse_tai64n(b: &[u8], i: usize) -> Option<(i64, usize)> {
     Some((secs as i64 - 10, i + 25))
 }
 
-const MONTHS: [&[u8; 3]; 12] = [
-    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
-];
 const FULL_MONTHS: [&str; 12] = [
     "January",
     "February",
@@ -476,22 +473,33 @@ const FULL_MONTHS: [&str; 12] = [
     "November",
     "December",
 ];
-const WEEKDAYS: [&[u8; 3]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
 
 fn month(b: &[u8], i: usize) -> Option<u32> {
-    let s = b.get(i..i + 3)?;
-    MONTHS
+    let s = lower3(b, i)?;
+    MONTHS_LOWER
         .iter()
-        .position(|m| m.eq_ignore_ascii_case(s))
+        .position(|m| **m == s)
         .map(|p| p as u32 + 1)
+}
+
+const MONTHS_LOWER: [&[u8; 3]; 12] = [
+    b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec",
+];
+const WEEKDAYS_LOWER: [&[u8; 3]; 7] = [b"mon", b"tue", b"wed", b"thu", b"fri", b"sat", b"sun"];
+
+/// The 3 bytes at `i` with ASCII letters lowered (`| 0x20`: a byte that is not a letter
+/// never becomes one, so comparing with lowercase names is `eq_ignore_ascii_case`).
+fn lower3(b: &[u8], i: usize) -> Option<[u8; 3]> {
+    let s = b.get(i..i + 3)?;
+    Some([s[0] | 0x20, s[1] | 0x20, s[2] | 0x20])
 }
 
 /// Syslog `Nov 22 04:16:03` (no year), ctime `Sun Nov 22 04:16:03[.f] 2026`, also with a
 /// year after the day (`Nov 22 2026 04:16:03`).
 fn parse_syslog(b: &[u8], i: usize) -> Option<(Stamp, usize)> {
     let mut j = i;
-    let s = b.get(i..i + 3)?;
-    if WEEKDAYS.iter().any(|w| w.eq_ignore_ascii_case(s)) {
+    let s = lower3(b, i)?;
+    if WEEKDAYS_LOWER.iter().any(|w| **w == s) {
         // Weekday names are written as 3 letters or in full; skip either, then spaces.
         j += 3;
         while byte_at(b, j).is_ascii_alphabetic() {
@@ -598,6 +606,25 @@ fn to_unix(y: i64, f: &Fields, tz: Tz) -> i64 {
 /// when that would put the line more than a day in the future (December lines read in
 /// January).
 fn resolve(f: &Fields, tz: Tz, now: i64) -> i64 {
+    // Lines come in time order, many per second under attack: the last answer is kept.
+    if let Ok(Some((lf, lt, ln, t))) = LAST_RESOLVED.try_with(Cell::get)
+        && lf == *f
+        && lt == tz
+        && ln == now
+    {
+        return t;
+    }
+    let t = resolve_uncached(f, tz, now);
+    let _ = LAST_RESOLVED.try_with(|c| c.set(Some((*f, tz, now, t))));
+    t
+}
+
+thread_local! {
+    /// The last (fields, zone, now) resolved and its answer.
+    static LAST_RESOLVED: Cell<Option<(Fields, Tz, i64, i64)>> = const { Cell::new(None) };
+}
+
+fn resolve_uncached(f: &Fields, tz: Tz, now: i64) -> i64 {
     if let Some(y) = f.year {
         return to_unix(y, f, tz);
     }

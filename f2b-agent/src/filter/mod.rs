@@ -12,14 +12,16 @@
 //! 3. `prefregex`, when the filter has one: its `<F-CONTENT>` part is what failregex sees.
 //! 4. the first failregex that matches, with its captures (`<HOST>`, `<F-USER>`, `<F-ID>`):
 //!    on an ASCII line with engines compiled with Unicode off; when all start with `^`, each
-//!    tried in turn with a backtracker behind cheap literal checks (and a reverse DFA for a
-//!    capture-free tail); else one DFA pass names it and a backtracker takes its captures.
+//!    tried in turn behind cheap literal checks, as a chain of DFAs ([`chain`]) when it can
+//!    be cut into one, else with a backtracker (and a reverse DFA for a capture-free tail);
+//!    else one DFA pass names it and a backtracker takes its captures.
 //! 5. `ignoreregex` on the date-cut line turns a failure into [`LineMatch::Ignored`].
 //!
 //! A line that does not match allocates nothing: the date is cut into a reused per-thread
 //! buffer only when it sits mid-line, capture slots for prefregex are per-thread too, and
 //! owned strings are made only for a [`Failure`].
 
+mod chain;
 pub mod date;
 pub mod pattern;
 pub mod source;
@@ -195,6 +197,8 @@ struct Compiled {
     /// The capture-free tail checked by a reverse DFA and the head whose captures are taken
     /// on the text cut where the tail starts (see [`pattern::split_tail`]); ASCII engines.
     tail: Option<Box<Tail>>,
+    /// The captures found step by step with DFAs (see [`chain`]); ASCII engines.
+    chain: Option<Box<chain::Chain>>,
     /// The runs for the raw line (split where a date may have been cut).
     raw_runs: Vec<memchr::memmem::Finder<'static>>,
     host: Vec<usize>,
@@ -226,7 +230,13 @@ impl Compiled {
             .as_ref()
             .and_then(|_| Tail::new(regex.as_str()))
             .map(Box::new);
+        let names: Vec<Option<&str>> = regex.capture_names().collect();
+        let chain = abt
+            .as_ref()
+            .and_then(|_| chain::Chain::new(regex.as_str(), &names))
+            .map(Box::new);
         let mut c = Compiled {
+            chain,
             tail,
             bt,
             abt,
@@ -422,6 +432,8 @@ pub struct Filter {
     /// Every failregex has literal runs to look for in the raw line (see
     /// [`Filter::may_match_raw`]).
     raw_gate: bool,
+    /// Per prefilter literal, the failregexes that need it (or a literal containing it).
+    lit_owners: Vec<Vec<usize>>,
     ignore_set: Option<RegexSet>,
 }
 
@@ -449,16 +461,16 @@ enum Prefilter {
 }
 
 impl Prefilter {
-    /// Where the leftmost hit at or after `from` starts.
-    fn find(&self, b: &[u8], from: usize) -> Option<usize> {
+    /// Where the leftmost hit at or after `from` starts, and which literal it is.
+    fn find(&self, b: &[u8], from: usize) -> Option<(usize, usize)> {
         match self {
-            Prefilter::One(f) => f.find(&b[from..]).map(|i| from + i),
+            Prefilter::One(f) => f.find(&b[from..]).map(|i| (from + i, 0)),
             Prefilter::Packed(p) => p
                 .find_in(b, aho_corasick::Span::from(from..b.len()))
-                .map(|m| m.start()),
+                .map(|m| (m.start(), m.pattern().as_usize())),
             Prefilter::Ac(ac) => ac
                 .find(aho_corasick::Input::new(b).span(from..b.len()))
-                .map(|m| m.start()),
+                .map(|m| (m.start(), m.pattern().as_usize())),
         }
     }
 }
@@ -508,6 +520,8 @@ struct Scratch {
     bts: Vec<((u64, usize), BtSlot)>,
     /// Which failregexes matched.
     pats: Option<PatternSet>,
+    /// Group spans found by a [`chain::Chain`].
+    spans: Vec<Option<(usize, usize)>>,
 }
 
 struct BtSlot {
@@ -519,6 +533,7 @@ struct BtSlot {
 enum Groups<'s> {
     Bt(&'s Captures),
     Locs(&'s CaptureLocations),
+    Spans(&'s [Option<(usize, usize)>]),
 }
 
 impl Groups<'_> {
@@ -526,6 +541,7 @@ impl Groups<'_> {
         match self {
             Groups::Bt(c) => c.get_group(g).map(|s| (s.start, s.end)),
             Groups::Locs(l) => l.get(g),
+            Groups::Spans(s) => s.get(g).copied().flatten(),
         }
     }
 }
@@ -557,6 +573,21 @@ fn bt_for<'a>(
 }
 
 const PREF: usize = usize::MAX;
+/// Backtracker keys of chain steps: `CHAIN_KEY + failregex * MAX_STEPS + step` (below the
+/// tails' keys, which count down from `usize::MAX - 1`, above `2 * failregex + 1`).
+const CHAIN_KEY: usize = 1 << 40;
+const MAX_STEPS: usize = 1 << 16;
+
+/// How a failregex's captures were taken.
+#[derive(Clone, Copy)]
+enum Via {
+    /// By a backtracker, whose slot has this key.
+    Bt((u64, usize)),
+    /// By the general regex, into its capture locations.
+    Locs,
+    /// By a [`chain::Chain`], into the scratch spans.
+    Chain,
+}
 
 fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     let mut s = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
@@ -567,7 +598,13 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = const {
-        RefCell::new(Scratch { buf: String::new(), locs: Vec::new(), bts: Vec::new(), pats: None })
+        RefCell::new(Scratch {
+            buf: String::new(),
+            locs: Vec::new(),
+            bts: Vec::new(),
+            pats: None,
+            spans: Vec::new(),
+        })
     };
 }
 
@@ -915,13 +952,14 @@ impl Filter {
 
         // Prefilter: the override, or one literal per failregex. A pattern with no usable
         // literal means every line has to go to the regexes: no prefilter at all.
+        let per_pattern: Option<Vec<Vec<String>>> = fail_res
+            .iter()
+            .map(|r| pattern::required_literals(r))
+            .collect();
+        let overridden = raw.literals.is_some();
         let literals: Option<Vec<String>> = match raw.literals.take() {
             Some(l) => Some(l.into_iter().filter(|s| !s.is_empty()).collect()),
-            None => fail_res
-                .iter()
-                .map(|r| pattern::required_literals(r))
-                .collect::<Option<Vec<Vec<String>>>>()
-                .map(|v| v.concat()),
+            None => per_pattern.clone().map(|v| v.concat()),
         };
         let (prefilter, literals) = match literals {
             Some(mut l) if !l.is_empty() => {
@@ -954,6 +992,18 @@ impl Filter {
             }
             _ => (None, Vec::new()),
         };
+        // Only an ordering hint for the raw gate (which asks every pattern in the end).
+        let lit_owners = match &per_pattern {
+            Some(pp) if !overridden => literals
+                .iter()
+                .map(|l| {
+                    (0..pp.len())
+                        .filter(|&i| pp[i].iter().any(|x| x.contains(l.as_str())))
+                        .collect()
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
 
         Ok(Filter {
             name: name.to_string(),
@@ -971,6 +1021,7 @@ impl Filter {
             quick_set,
             direct_max,
             raw_gate: fail.iter().all(|c| !c.raw_runs.is_empty()),
+            lit_owners,
             fail,
             ignore_set,
         })
@@ -1050,12 +1101,14 @@ impl Filter {
         let b = chunk.as_bytes();
         with_scratch(|s| {
             let mut pos = 0usize;
+            let mut hint: Option<&[usize]> = None;
             while pos < b.len() {
                 let (start, end) = match &self.prefilter {
                     Some(pf) => {
-                        let Some(m) = pf.find(b, pos) else {
+                        let Some((m, lit)) = pf.find(b, pos) else {
                             return;
                         };
+                        hint = self.lit_owners.get(lit).map(Vec::as_slice);
                         // Literals hold no newline: the hit lies within one line.
                         let start = memchr::memrchr(b'\n', &b[pos..m]).map_or(pos, |i| pos + i + 1);
                         let end = memchr::memchr(b'\n', &b[m..]).map_or(b.len(), |i| m + i);
@@ -1070,7 +1123,7 @@ impl Filter {
                 // Both ends sit next to an ASCII byte (or the buffer's ends): char boundaries.
                 let raw = &chunk[start..end];
                 let line = raw.strip_suffix('\r').unwrap_or(raw);
-                if !self.may_match_raw(line.as_bytes()) {
+                if !self.may_match_raw_first(line.as_bytes(), hint) {
                     continue;
                 }
                 if let Verdict::Failure(f) = self.verdict(line, now_unix, s, true) {
@@ -1087,6 +1140,25 @@ impl Filter {
         !self.raw_gate || self.fail.iter().any(|c| in_order(&c.raw_runs, line))
     }
 
+    /// [`Filter::may_match_raw`], asking the failregexes in `first` before the others: the
+    /// ones whose literal the prefilter found, nearly always the one that matches, so a
+    /// failure line costs one pattern's runs instead of every earlier pattern's too.
+    fn may_match_raw_first(&self, line: &[u8], first: Option<&[usize]>) -> bool {
+        if !self.raw_gate {
+            return true;
+        }
+        let first = first.unwrap_or(&[]);
+        first.iter().any(|&i| {
+            self.fail
+                .get(i)
+                .is_some_and(|c| in_order(&c.raw_runs, line))
+        }) || self
+            .fail
+            .iter()
+            .enumerate()
+            .any(|(i, c)| !first.contains(&i) && in_order(&c.raw_runs, line))
+    }
+
     /// Everything after the prefilter, cheapest check first: date position, the failregexes
     /// without assertions (one DFA pass, no captures), then prefregex and the captures of
     /// the failregex that matched.
@@ -1100,6 +1172,7 @@ impl Filter {
             locs,
             bts,
             pats,
+            spans,
         } = s;
         let text: &str = match found {
             None => line,
@@ -1123,7 +1196,7 @@ impl Filter {
                 return Verdict::Miss;
             }
         }
-        self.match_text(text, ascii, found.map(|f| f.time), locs, bts, pats)
+        self.match_text(text, ascii, found.map(|f| f.time), locs, bts, pats, spans)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1135,6 +1208,7 @@ impl Filter {
         locs: &'a mut Vec<((u64, usize), CaptureLocations)>,
         bts: &'a mut Vec<((u64, usize), BtSlot)>,
         pats: &mut Option<PatternSet>,
+        spans: &'a mut Vec<Option<(usize, usize)>>,
     ) -> Verdict<'a> {
         // Slots of prefregex, then of the failregex, both in the per-thread list.
         let mut pref_span: Option<(usize, usize)> = None;
@@ -1175,7 +1249,7 @@ impl Filter {
         // allocating its answer.
         // Backtrackers are keyed 2 * pattern (+ 1 for the ASCII one), capture locations by
         // pattern: two lists.
-        let (idx, by_bt, key) = if ascii && content.len() <= self.direct_max {
+        let (idx, via) = if ascii && content.len() <= self.direct_max {
             // Every failregex starts with `^`: each is tried at the content's start only, in
             // order, and the first that matches is the one `RegexSet` would name; a wrong
             // one usually fails within a few bytes. Its captures come with the answer.
@@ -1184,6 +1258,24 @@ impl Filter {
                 let Some(bt) = &c.abt else { break };
                 if !c.may_match_at_start(content.as_bytes()) {
                     continue;
+                }
+                if let Some(ch) = c.chain.as_deref() {
+                    let base = CHAIN_KEY + idx * MAX_STEPS;
+                    let out = ch.run(
+                        content.as_bytes(),
+                        spans,
+                        c.re.captures_len(),
+                        bts,
+                        (self.id, base),
+                    );
+                    match out {
+                        chain::Outcome::Match => {
+                            hit = Some((idx, Via::Chain));
+                            break;
+                        }
+                        chain::Outcome::NoMatch => continue,
+                        chain::Outcome::Unknown => {}
+                    }
                 }
                 // The whole pattern, or its head up to where its tail must start.
                 let (bt, key, hay) =
@@ -1201,7 +1293,7 @@ impl Filter {
                     .is_ok()
                     && slot.caps.is_match()
                 {
-                    hit = Some((idx, true, key));
+                    hit = Some((idx, Via::Bt(key)));
                     break;
                 }
             }
@@ -1240,7 +1332,7 @@ impl Filter {
                 (Some(a), _) if ascii => (Some(a), (self.id, 2 * idx + 1)),
                 (_, b) => (b.as_ref(), (self.id, 2 * idx)),
             };
-            let by_bt = match bt {
+            let via = match bt {
                 Some(bt) if content.len() <= bt.max_haystack_len() => {
                     let slot = bt_for(bts, key, bt);
                     if bt
@@ -1250,29 +1342,29 @@ impl Filter {
                     {
                         return Verdict::Miss;
                     }
-                    true
+                    Via::Bt(key)
                 }
                 _ => {
                     let l = locs_for(locs, (self.id, idx), &c.re);
                     if c.re.captures_read(l, content).is_none() {
                         return Verdict::Miss;
                     }
-                    false
+                    Via::Locs
                 }
             };
-            (idx, by_bt, key)
+            (idx, via)
         };
         let c = &self.fail[idx];
-        let fl = if by_bt {
-            match bts.iter().find(|(k, _)| *k == key) {
+        let fl = match via {
+            Via::Bt(key) => match bts.iter().find(|(k, _)| *k == key) {
                 Some((_, s)) => Groups::Bt(&s.caps),
                 None => return Verdict::Miss,
-            }
-        } else {
-            match locs.iter().find(|(k, _)| *k == (self.id, idx)) {
+            },
+            Via::Locs => match locs.iter().find(|(k, _)| *k == (self.id, idx)) {
                 Some((_, l)) => Groups::Locs(l),
                 None => return Verdict::Miss,
-            }
+            },
+            Via::Chain => Groups::Spans(spans),
         };
         if c.nofail.iter().any(|&g| fl.get(g).is_some()) {
             return Verdict::Miss;
@@ -1333,10 +1425,97 @@ fn item<'a>(path: Vec<&'a str>, i: usize, what: &str, n: usize) -> Origin<'a> {
 
 /// The address in a `<HOST>` capture: IPv4, IPv6, IPv4-mapped IPv6 (given as IPv4).
 fn parse_ip(s: &str) -> Option<IpAddr> {
-    let s = s.trim_start_matches('[').trim_end_matches(']');
+    // Byte-wise `trim_start_matches('[')` / `trim_end_matches(']')` (the char-pattern forms
+    // cost more than the IPv4 read below).
+    let b = s.as_bytes();
+    let a = b.iter().position(|&c| c != b'[').unwrap_or(b.len());
+    let z = b
+        .iter()
+        .rposition(|&c| c != b']')
+        .map_or(a, |z| (z + 1).max(a));
+    let s = &s[a..z];
+    // Digits and dots can only be IPv4: read in place (the std parser costs several times
+    // more, and most failures carry IPv4 addresses).
+    if s.bytes().all(|c| c.is_ascii_digit() || c == b'.') {
+        return parse_v4(s.as_bytes()).map(IpAddr::V4);
+    }
+    // Hex digits and colons only (no embedded IPv4): IPv6 read in place, same reason.
+    if s.bytes().all(|c| c.is_ascii_hexdigit() || c == b':') {
+        let v6 = parse_v6_hex(s.as_bytes())?;
+        return Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4));
+    }
     match s.parse::<IpAddr>().ok()? {
         IpAddr::V6(v6) => Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)),
         v4 => Some(v4),
+    }
+}
+
+/// A dotted quad as `Ipv4Addr::from_str` reads it: four decimal octets of 1 to 3 digits,
+/// at most 255, no leading zero.
+fn parse_v4(b: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut o = [0u8; 4];
+    let mut i = 0;
+    for (k, slot) in o.iter_mut().enumerate() {
+        if k > 0 {
+            if b.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut v = 0u32;
+        while i < b.len() && i - start < 3 && b[i].is_ascii_digit() {
+            v = v * 10 + u32::from(b[i] - b'0');
+            i += 1;
+        }
+        if i == start || v > 255 || (i - start > 1 && b[start] == b'0') {
+            return None;
+        }
+        *slot = v as u8;
+    }
+    (i == b.len()).then(|| std::net::Ipv4Addr::from(o))
+}
+
+/// IPv6 of hex groups as `Ipv6Addr::from_str` reads it (the caller has checked that `b` is
+/// only hex digits and colons): groups of 1 to 4 hex digits separated by `:`, either 8 of
+/// them or at most 7 around one `::`.
+fn parse_v6_hex(b: &[u8]) -> Option<std::net::Ipv6Addr> {
+    fn groups(part: &[u8], out: &mut [u16; 8], n: &mut usize) -> Option<()> {
+        if part.is_empty() {
+            return Some(());
+        }
+        for g in part.split(|&c| c == b':') {
+            if g.is_empty() || g.len() > 4 || *n == 8 {
+                return None;
+            }
+            let mut v = 0u16;
+            for &c in g {
+                v = v << 4 | char::from(c).to_digit(16)? as u16;
+            }
+            out[*n] = v;
+            *n += 1;
+        }
+        Some(())
+    }
+    let (head, tail) = match b.windows(2).position(|w| w == b"::") {
+        Some(i) => (&b[..i], Some(&b[i + 2..])),
+        None => (b, None),
+    };
+    let mut h = [0u16; 8];
+    let mut hn = 0;
+    groups(head, &mut h, &mut hn)?;
+    match tail {
+        None => (hn == 8).then(|| std::net::Ipv6Addr::from(h)),
+        Some(tail) => {
+            let mut t = [0u16; 8];
+            let mut tn = 0;
+            groups(tail, &mut t, &mut tn)?;
+            if hn + tn > 7 {
+                return None;
+            }
+            h[8 - tn..].copy_from_slice(&t[..tn]);
+            Some(std::net::Ipv6Addr::from(h))
+        }
     }
 }
 

@@ -442,6 +442,192 @@ pub fn split_tail(regex: &str) -> Option<(String, String)> {
     Some((Hir::concat(head).to_string(), tail.to_string()))
 }
 
+/// One step of a [`chain_parts`] split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainPart {
+    /// Parts matched as one regex (ASCII syntax) from where the previous step ended, taking
+    /// its leftmost-first (highest priority) match. `group`: the part is exactly this capture
+    /// group (nothing nested in it); `captures`: it holds capture groups to take after the
+    /// match is found.
+    Fwd {
+        regex: String,
+        group: Option<usize>,
+        captures: bool,
+        /// When it holds captures: a literal each of them must contain when it takes
+        /// part (None when one has none), so that a span without any of them has no
+        /// capture to take.
+        needles: Option<Vec<String>>,
+    },
+    /// A lazy "anything" (`.*?`, `.+?`, optionally a capture group `group` of exactly that):
+    /// it ends at the leftmost position (at least `min` bytes on) where `rest`, the rest of
+    /// the pattern up to its final `$`, matches the rest of the text. `except_lf`: `.`
+    /// without the `s` flag (no newline in the span).
+    Lazy {
+        group: Option<usize>,
+        min: usize,
+        except_lf: bool,
+        rest: String,
+        /// The literal `rest` starts with, when it does (sshd's ` from `).
+        lit: Option<Vec<u8>>,
+    },
+}
+
+/// `regex` (parsed for ASCII engines) cut along its top-level sequence into steps whose
+/// boundaries cheap automata can find one after the other: maximal runs of parts without a
+/// lazy "anything", with each capture group that holds no other group as a step of its own,
+/// and the lazy parts between them. Taking, step by step, the highest-priority match of each
+/// (or for a lazy part the shortest span after which the rest can still match) yields the
+/// highest-priority match of the whole whenever the last step succeeds: a backtracker
+/// explores the same choices in the same order and accepts the first complete one.
+/// None when the pattern cannot be cut so: a lazy part with no `$` at the end of the
+/// pattern, or assertions other than `^`/`$` where a step needs exact bounds.
+pub fn chain_parts(regex: &str) -> Option<Vec<ChainPart>> {
+    use regex_syntax::hir::{Dot, Look, LookSet};
+    let hir = parse(regex, true)?;
+    let parts: Vec<Hir> = match hir.kind() {
+        HirKind::Concat(p) => p.clone(),
+        _ => vec![hir.clone()],
+    };
+    let end = Hir::look(Look::End);
+    let ends = parts.last() == Some(&end);
+    let lazy_any = |h: &Hir| -> Option<(Option<usize>, usize, bool)> {
+        let (group, h) = match h.kind() {
+            HirKind::Capture(c) => (Some(c.index as usize), &*c.sub),
+            _ => (None, h),
+        };
+        let HirKind::Repetition(r) = h.kind() else {
+            return None;
+        };
+        if r.greedy || r.max.is_some() {
+            return None;
+        }
+        let except_lf = if *r.sub == Hir::dot(Dot::AnyByteExceptLF) {
+            true
+        } else if *r.sub == Hir::dot(Dot::AnyByte) {
+            false
+        } else {
+            return None;
+        };
+        Some((group, r.min as usize, except_lf))
+    };
+    let mut out = Vec::new();
+    let mut run: Vec<Hir> = Vec::new();
+    let flush = |run: &mut Vec<Hir>, out: &mut Vec<ChainPart>| -> Option<()> {
+        if run.is_empty() {
+            return Some(());
+        }
+        // Parts without captures before and after those with: steps of their own, so that
+        // the backtracker taking the nested captures runs on as short a span as can be.
+        let has = |p: &Hir| p.properties().explicit_captures_len() > 0;
+        let mut parts = std::mem::take(run);
+        if let (Some(a), Some(b)) = (parts.iter().position(has), parts.iter().rposition(has)) {
+            let after = parts.split_off(b + 1);
+            let mid = parts.split_off(a);
+            for (chunk, captures) in [(parts, false), (mid, true), (after, false)] {
+                if chunk.is_empty() {
+                    continue;
+                }
+                let h = Hir::concat(chunk);
+                // Its captures are taken on exactly its span: no look-ahead past it.
+                if captures
+                    && !h
+                        .properties()
+                        .look_set()
+                        .subtract(LookSet::singleton(Look::Start))
+                        .is_empty()
+                {
+                    return None;
+                }
+                let needles = if captures {
+                    let mut subs = Vec::new();
+                    capture_subs(&h, &mut subs);
+                    subs.iter()
+                        .map(|s| required_literal(&s.to_string()))
+                        .collect::<Option<Vec<String>>>()
+                } else {
+                    None
+                };
+                out.push(ChainPart::Fwd {
+                    regex: h.to_string(),
+                    group: None,
+                    captures,
+                    needles,
+                });
+            }
+            return Some(());
+        }
+        out.push(ChainPart::Fwd {
+            regex: Hir::concat(parts).to_string(),
+            group: None,
+            captures: false,
+            needles: None,
+        });
+        Some(())
+    };
+    for (i, p) in parts.iter().enumerate() {
+        if let Some((group, min, except_lf)) = lazy_any(p) {
+            if !ends || i + 1 == parts.len() {
+                return None;
+            }
+            flush(&mut run, &mut out)?;
+            let rest = Hir::concat(parts[i + 1..].to_vec());
+            if !rest
+                .properties()
+                .look_set()
+                .subtract(LookSet::singleton(Look::End))
+                .is_empty()
+            {
+                return None;
+            }
+            let lit = match parts[i + 1].kind() {
+                HirKind::Literal(l) if !l.0.is_empty() => Some(l.0.to_vec()),
+                _ => None,
+            };
+            out.push(ChainPart::Lazy {
+                group,
+                min,
+                except_lf,
+                rest: rest.to_string(),
+                lit,
+            });
+            continue;
+        }
+        if let HirKind::Capture(c) = p.kind()
+            && c.sub.properties().explicit_captures_len() == 0
+            && c.sub.properties().look_set().is_empty()
+        {
+            flush(&mut run, &mut out)?;
+            out.push(ChainPart::Fwd {
+                regex: c.sub.to_string(),
+                group: Some(c.index as usize),
+                captures: false,
+                needles: None,
+            });
+            continue;
+        }
+        run.push(p.clone());
+    }
+    flush(&mut run, &mut out)?;
+    Some(out)
+}
+
+/// The sub-patterns of every capture group in `h`.
+fn capture_subs(h: &Hir, out: &mut Vec<Hir>) {
+    match h.kind() {
+        HirKind::Capture(c) => {
+            out.push((*c.sub).clone());
+            capture_subs(&c.sub, out);
+        }
+        HirKind::Repetition(r) => capture_subs(&r.sub, out),
+        HirKind::Concat(p) | HirKind::Alternation(p) => {
+            for x in p {
+                capture_subs(x, out);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// `regex` as HIR; with `ascii`, Unicode off (classes are byte classes).
 fn parse(regex: &str, ascii: bool) -> Option<Hir> {
     regex_syntax::ParserBuilder::new()

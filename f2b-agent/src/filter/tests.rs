@@ -434,3 +434,179 @@ fn ascii_engines_and_prefilter_agree_on_mutated_lines() {
     );
     assert!(prefilter_diff.is_empty(), "{prefilter_diff:#?}");
 }
+
+/// A profiling driver, not a test: `F2B_SCAN_FILE=auth.log F2B_SCAN_FILTER=sshd cargo test
+/// --release -p f2b-agent --lib scan_file_driver -- --ignored --nocapture` scans the file in
+/// 64 KiB buffers (as `f2b-bench --only filter` does) `F2B_SCAN_PASSES` times (default 5)
+/// and prints lines/s per pass.
+#[test]
+#[ignore]
+fn scan_file_driver() {
+    let Some(path) = std::env::var_os("F2B_SCAN_FILE") else {
+        return;
+    };
+    let name = std::env::var("F2B_SCAN_FILTER").unwrap_or_else(|_| "sshd".into());
+    let passes: usize = std::env::var("F2B_SCAN_PASSES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let flt = Filter::load(&FilterSpec::Name(name), None).unwrap();
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines = text.lines().count();
+    let b = text.as_bytes();
+    for _ in 0..passes {
+        let t = std::time::Instant::now();
+        let mut n = 0u64;
+        let mut base = 0;
+        while base < b.len() {
+            let mut end = (base + 65536).min(b.len());
+            if end < b.len() {
+                end = base + b[base..end].iter().rposition(|c| *c == b'\n').unwrap() + 1;
+            }
+            flt.scan(&text[base..end], NOW, &mut |f, _| {
+                std::hint::black_box((f.ip, f.time));
+                n += 1;
+            });
+            base = end;
+        }
+        let s = t.elapsed().as_secs_f64();
+        println!("{n} failures, {:.0} lines/s", lines as f64 / s);
+    }
+}
+
+/// Every sshd failregex (the busiest filter) takes its captures by chain, and the chain
+/// agrees with the general engines on lines made to tempt it: a user name holding
+/// " from ADDR", bracketed and mapped addresses, the NOFAIL alternative, tails that do not
+/// match where the first choice of a step ends.
+#[test]
+fn chains_agree_on_tricky_lines() {
+    for mode in ["normal", "aggressive"] {
+        let flt = Filter::load(&FilterSpec::Name("sshd".into()), Some(mode)).unwrap();
+        let with = flt.fail.iter().filter(|c| c.chain.is_some()).count();
+        assert!(with + 2 >= flt.fail.len(), "{mode}: {with} chains");
+    }
+    let flt = Filter::load(&FilterSpec::Name("sshd".into()), Some("aggressive")).unwrap();
+    let p = "Nov 22 04:16:03 web1 sshd[7]: ";
+    let mut failures = 0;
+    for l in [
+        "Failed password for bob from 198.18.0.1 from 198.18.0.2 port 22 ssh2",
+        "Failed password for bob from 198.18.0.1: from 198.18.0.2 port 22",
+        "Failed password for bob from 198.18.0.1 port 22 ssh2: x from 198.18.0.2 port 22 ssh2",
+        "Failed password for bob from 198.18.0.1 port 22 from 198.18.0.2 port 22 ssh2",
+        "Invalid user a from b from 198.18.0.3",
+        "Invalid user a from 198.18.0.3 from b",
+        "Invalid user  from 198.18.0.3 port 1 port 2 port 3",
+        "Invalid user x from 198.18.0.3 port 1 port 2 port 3 port 4",
+        "Failed publickey for root from ::1 port 2 ssh2",
+        "Failed publickey for invalid user root from ::1 port 2 ssh2",
+        "Failed password for x from [2001:db8::1] port 22 ssh2: RSA SHA256:abc",
+        "Failed password for x from ::ffff:198.18.0.9 on eth0: x port 22 ssh2",
+        "Failed none for invalid user invalid user from 2001:db8::1:2:3 port 22",
+        "Failed password for x from 1.2.3.4.5 port 22 ssh2",
+        "Failed password for x from 1.2.3.4: port 22",
+        "error: maximum authentication attempts exceeded for y from 198.18.0.4 port 9 ssh2 [preauth]",
+        "Disconnecting invalid user u 198.18.0.5 port 3: Change of username or service not allowed: (a,b) -> (c,d) [preauth]",
+        "refused connect from host (198.18.0.6)",
+        "ROOT LOGIN REFUSED FROM [2001:db8::2]",
+        "Connection closed by invalid user x y z 198.18.0.7 port 5 [preauth]",
+    ] {
+        let line = format!("{p}{l}");
+        let fast = flt.match_line_unfiltered(&line, NOW);
+        assert_eq!(fast, flt.match_line_general(&line, NOW), "{line}");
+        failures += matches!(fast, LineMatch::Failure(_)) as usize;
+    }
+    assert!(failures >= 12, "{failures}");
+}
+
+/// The in-place IPv4 reader says what the std parser says, on seeded strings of digits and
+/// dots (leading zeros, too many digits or octets, empty octets, values over 255).
+#[test]
+fn ipv4_reader_agrees_with_std() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut ok = 0;
+    for _ in 0..200_000 {
+        let n = (next() % 18) as usize;
+        let s: String = if next() % 2 == 0 {
+            // Four (or three, or five) groups of 0 to 4 digits.
+            let parts = 3 + (next() % 3) as usize;
+            (0..parts)
+                .map(|_| {
+                    let d = (next() % 5) as usize;
+                    (0..d)
+                        .map(|_| char::from(b'0' + (next() % 10) as u8))
+                        .collect::<String>()
+                })
+                .collect::<Vec<_>>()
+                .join(".")
+        } else {
+            (0..n)
+                .map(|_| match next() % 5 {
+                    0 => '.',
+                    1 => '0',
+                    2 => '2',
+                    3 => '5',
+                    _ => char::from(b'0' + (next() % 10) as u8),
+                })
+                .collect()
+        };
+        let want = s.parse::<std::net::Ipv4Addr>().ok();
+        assert_eq!(parse_v4(s.as_bytes()), want, "{s:?}");
+        ok += want.is_some() as usize;
+    }
+    assert!(ok > 500, "{ok}");
+    assert_eq!(
+        parse_ip("[198.18.0.7]"),
+        Some(IpAddr::from([198, 18, 0, 7]))
+    );
+}
+
+/// The in-place IPv6 reader (hex groups, no embedded IPv4) says what the std parser says, on
+/// seeded strings of hex digits and colons (`::` anywhere or twice, too many or too long
+/// groups, leading or trailing single colons).
+#[test]
+fn ipv6_reader_agrees_with_std() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    const HEX: &[u8] = b"0123456789abcdefABCDEF";
+    let mut ok = 0;
+    for _ in 0..300_000 {
+        let parts = (next() % 11) as usize;
+        let mut s = String::new();
+        for i in 0..parts {
+            if i > 0 {
+                s.push(':');
+                if next() % 6 == 0 {
+                    s.push(':');
+                }
+            }
+            for _ in 0..next() % 6 {
+                s.push(char::from(HEX[(next() % HEX.len() as u64) as usize]));
+            }
+        }
+        if next() % 8 == 0 {
+            s.insert_str(0, "::");
+        }
+        if next() % 8 == 0 {
+            s.push(':');
+        }
+        let want = s.parse::<std::net::Ipv6Addr>().ok();
+        assert_eq!(parse_v6_hex(s.as_bytes()), want, "{s:?}");
+        ok += want.is_some() as usize;
+    }
+    assert!(ok > 5_000, "{ok}");
+    assert_eq!(
+        parse_ip("::ffff:c612:7"),
+        Some(IpAddr::from([198, 18, 0, 7]))
+    );
+}

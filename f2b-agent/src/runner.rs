@@ -243,6 +243,7 @@ fn run_files(
         })?;
         more = stats.more;
         waiter.watch(&src.watch_dirs())?;
+        waiter.wake_on(src.write_names());
         if stats.truncated_lines > 0 {
             log::warn!(
                 "[{}] {} over-long lines cut to {} bytes",

@@ -891,6 +891,22 @@ impl LogSource {
         self.dirs.iter().cloned().collect()
     }
 
+    /// The file names whose writes matter, for [`super::Waiter::wake_on`]: those of the files
+    /// followed now. None while a rotated-away file is still read (its new name is not
+    /// known here): then every event in the watched directories matters.
+    pub fn write_names(&self) -> Option<Vec<std::ffi::OsString>> {
+        if self.files.values().any(|w| !w.old.is_empty()) {
+            return None;
+        }
+        Some(
+            self.files
+                .iter()
+                .filter(|(_, w)| w.cur.is_some())
+                .filter_map(|(p, _)| Path::new(p).file_name().map(|n| n.to_os_string()))
+                .collect(),
+        )
+    }
+
     /// Paths currently followed (with a file open), for status output.
     pub fn paths(&self) -> Vec<String> {
         self.files

@@ -403,6 +403,36 @@ fn waiter_inotify_sees_creation_and_writes() {
 }
 
 #[test]
+fn waiter_ignores_writes_to_other_files_in_the_log_directory() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("auth.log");
+    let other = d.path().join("syslog");
+    append(&p, b"");
+    append(&other, b"");
+    let mut w = Waiter::new(Backend::Inotify, Duration::from_secs(1)).unwrap();
+    let mut src = source(&[&p], StartAt::Tail, vec![]);
+    lines(&mut src);
+    w.watch(&src.watch_dirs()).unwrap();
+    w.wake_on(src.write_names());
+    // Writes to another file of the directory: no wake-up.
+    append(&other, b"noise\n");
+    assert!(!w.wait(Duration::from_millis(50)).unwrap());
+    // A write to the followed file wakes, also right after more noise.
+    append(&other, b"noise\n");
+    append(&p, b"x\n");
+    assert!(w.wait(Duration::from_secs(5)).unwrap());
+    // A new file (a glob might match it) and a rename always wake.
+    append(&d.path().join("new.log"), b"");
+    assert!(w.wait(Duration::from_secs(5)).unwrap());
+    fs::rename(&other, d.path().join("syslog.1")).unwrap();
+    assert!(w.wait(Duration::from_secs(5)).unwrap());
+    // Without a name set (a rotated file still being read), every write wakes.
+    w.wake_on(None);
+    append(&d.path().join("syslog.1"), b"noise\n");
+    assert!(w.wait(Duration::from_secs(5)).unwrap());
+}
+
+#[test]
 fn waiter_watches_nearest_existing_dir_until_the_log_dir_exists() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("sub/a.log");

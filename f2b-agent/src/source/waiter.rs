@@ -3,11 +3,11 @@
 //!
 //! inotify is used through libc directly: four calls, no crate needed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,10 @@ struct Inotify {
     fd: OwnedFd,
     /// Directory -> watch descriptor.
     watches: HashMap<PathBuf, i32>,
+    /// Some: a write (IN_MODIFY, IN_CLOSE_WRITE) to a name not in the set wakes nobody. A log
+    /// directory like /var/log is written all day by other daemons; without this, every
+    /// write to any file in it would wake every jail's reader.
+    write_names: Option<HashSet<Vec<u8>>>,
 }
 
 impl Inotify {
@@ -66,6 +70,7 @@ impl Inotify {
         Ok(Inotify {
             fd,
             watches: HashMap::new(),
+            write_names: None,
         })
     }
 
@@ -90,9 +95,32 @@ impl Inotify {
         }
     }
 
-    /// Waits for events; reads and discards them all. Watches whose directory went away
-    /// (IN_IGNORED) are forgotten so the next `watch` adds them again.
+    /// Waits for an event that matters (see `write_names`), up to `timeout`; reads and
+    /// discards the events. Watches whose directory went away (IN_IGNORED) are forgotten so
+    /// the next `watch` adds them again.
     fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.wait_once(deadline.saturating_duration_since(Instant::now()))? {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Whether an event is worth a poll of the sources.
+    fn matters(&self, ev: &libc::inotify_event, name: &[u8]) -> bool {
+        let writes = libc::IN_MODIFY | libc::IN_CLOSE_WRITE;
+        let Some(names) = &self.write_names else {
+            return true;
+        };
+        ev.mask & !writes != 0 || name.is_empty() || names.contains(name)
+    }
+
+    /// One poll(2) and the events it brought: true when one of them matters.
+    fn wait_once(&mut self, timeout: Duration) -> io::Result<bool> {
         let mut pfd = libc::pollfd {
             fd: self.fd.as_raw_fd(),
             events: libc::POLLIN,
@@ -134,7 +162,6 @@ impl Inotify {
             if n == 0 {
                 break;
             }
-            any = true;
             let n = n as usize;
             let hdr = std::mem::size_of::<libc::inotify_event>();
             let mut i = 0;
@@ -146,6 +173,12 @@ impl Inotify {
                 if ev.mask & libc::IN_IGNORED != 0 {
                     self.watches.retain(|_, wd| *wd != ev.wd);
                 }
+                // The name follows the header, NUL-padded.
+                let start = (i + hdr).min(n);
+                let end = (i + hdr + ev.len as usize).min(n);
+                let raw = &buf[start..end];
+                let name = &raw[..raw.iter().position(|b| *b == 0).unwrap_or(raw.len())];
+                any |= self.matters(&ev, name);
                 i += hdr + ev.len as usize;
             }
         }
@@ -266,6 +299,16 @@ impl Waiter {
                     Ok(false)
                 }
             }
+        }
+    }
+
+    /// Which writes wake [`Waiter::wait`] (inotify): with `Some(names)`, a write to a file
+    /// whose name is not among them does not (creations, renames, deletions and attribute
+    /// changes always do); with None, every event does. From
+    /// [`super::LogSource::write_names`] after every poll.
+    pub fn wake_on(&mut self, names: Option<Vec<std::ffi::OsString>>) {
+        if let Kind::Inotify(ino) = &mut self.kind {
+            ino.write_names = names.map(|v| v.into_iter().map(|n| n.into_vec()).collect());
         }
     }
 

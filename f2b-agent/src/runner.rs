@@ -242,6 +242,17 @@ fn run_files(
             }
         })?;
         more = stats.more;
+        let cps = src.checkpoints();
+        if !tickets.is_empty() || stats.lines > 0 || cps != committed {
+            // Bans first (they go into the kernel map in there): the watch bookkeeping
+            // below can wait.
+            let positions: Vec<_> = cps
+                .iter()
+                .map(|(path, pos)| (jail.name.clone(), path.clone(), *pos))
+                .collect();
+            flush(shared, &jail.name, tickets, &positions, &[], &fails)?;
+            committed = cps;
+        }
         waiter.watch(&src.watch_dirs())?;
         waiter.wake_on(src.write_names());
         if stats.truncated_lines > 0 {
@@ -252,16 +263,6 @@ fn run_files(
                 jail.maxlinelen
             );
         }
-        let cps = src.checkpoints();
-        if tickets.is_empty() && stats.lines == 0 && cps == committed {
-            continue;
-        }
-        let positions: Vec<_> = cps
-            .iter()
-            .map(|(path, pos)| (jail.name.clone(), path.clone(), *pos))
-            .collect();
-        flush(shared, &jail.name, tickets, &positions, &[], &fails)?;
-        committed = cps;
     }
     Ok(())
 }

@@ -435,45 +435,6 @@ fn ascii_engines_and_prefilter_agree_on_mutated_lines() {
     assert!(prefilter_diff.is_empty(), "{prefilter_diff:#?}");
 }
 
-/// A profiling driver, not a test: `F2B_SCAN_FILE=auth.log F2B_SCAN_FILTER=sshd cargo test
-/// --release -p f2b-agent --lib scan_file_driver -- --ignored --nocapture` scans the file in
-/// 64 KiB buffers (as `f2b-bench --only filter` does) `F2B_SCAN_PASSES` times (default 5)
-/// and prints lines/s per pass.
-#[test]
-#[ignore]
-fn scan_file_driver() {
-    let Some(path) = std::env::var_os("F2B_SCAN_FILE") else {
-        return;
-    };
-    let name = std::env::var("F2B_SCAN_FILTER").unwrap_or_else(|_| "sshd".into());
-    let passes: usize = std::env::var("F2B_SCAN_PASSES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let flt = Filter::load(&FilterSpec::Name(name), None).unwrap();
-    let text = std::fs::read_to_string(path).unwrap();
-    let lines = text.lines().count();
-    let b = text.as_bytes();
-    for _ in 0..passes {
-        let t = std::time::Instant::now();
-        let mut n = 0u64;
-        let mut base = 0;
-        while base < b.len() {
-            let mut end = (base + 65536).min(b.len());
-            if end < b.len() {
-                end = base + b[base..end].iter().rposition(|c| *c == b'\n').unwrap() + 1;
-            }
-            flt.scan(&text[base..end], NOW, &mut |f, _| {
-                std::hint::black_box((f.ip, f.time));
-                n += 1;
-            });
-            base = end;
-        }
-        let s = t.elapsed().as_secs_f64();
-        println!("{n} failures, {:.0} lines/s", lines as f64 / s);
-    }
-}
-
 /// Every sshd failregex (the busiest filter) takes its captures by chain, and the chain
 /// agrees with the general engines on lines made to tempt it: a user name holding
 /// " from ADDR", bracketed and mapped addresses, the NOFAIL alternative, tails that do not

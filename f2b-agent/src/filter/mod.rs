@@ -290,18 +290,7 @@ struct Tail {
 impl Tail {
     fn new(regex: &str) -> Option<Tail> {
         let (head, tail) = pattern::split_tail(regex)?;
-        let rev = dense::Builder::new()
-            .syntax(ascii_syntax())
-            .thompson(thompson::Config::new().utf8(false).reverse(true))
-            .configure(
-                dense::Config::new()
-                    .match_kind(regex_automata::MatchKind::All)
-                    .start_kind(regex_automata::dfa::StartKind::Anchored)
-                    .dfa_size_limit(Some(DENSE_LIMIT))
-                    .determinize_size_limit(Some(4 * DENSE_LIMIT)),
-            )
-            .build(&tail)
-            .ok()?;
+        let rev = chain::reverse_all(&tail)?;
         let head = BoundedBacktracker::builder()
             .syntax(ascii_syntax())
             .thompson(thompson::Config::new().utf8(false))

@@ -387,13 +387,7 @@ fn ascii_engines_agree_with_the_general_ones() {
 #[test]
 fn ascii_engines_and_prefilter_agree_on_mutated_lines() {
     const BYTES: &[u8] = b" .:[]\"0123456789aZ-/#*,()";
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     let (mut tried, mut failures) = (0, 0);
     let mut prefilter_diff = Vec::new();
     for (p, flt) in stock_test_logs() {
@@ -479,21 +473,25 @@ fn chains_agree_on_tricky_lines() {
     assert!(failures >= 12, "{failures}");
 }
 
-/// The in-place IPv4 reader says what the std parser says, on seeded strings of digits and
-/// dots (leading zeros, too many digits or octets, empty octets, values over 255).
-#[test]
-fn ipv4_reader_agrees_with_std() {
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
+/// A seeded xorshift64 generator: the same inputs on every run.
+fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
         seed
-    };
+    }
+}
+
+/// The in-place IPv4 reader says what the std parser says, on seeded strings of digits and
+/// dots (leading zeros, too many digits or octets, empty octets, values over 255).
+#[test]
+fn ipv4_reader_agrees_with_std() {
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     let mut ok = 0;
     for _ in 0..200_000 {
         let n = (next() % 18) as usize;
-        let s: String = if next() % 2 == 0 {
+        let s: String = if next().is_multiple_of(2) {
             // Four (or three, or five) groups of 0 to 4 digits.
             let parts = 3 + (next() % 3) as usize;
             (0..parts)
@@ -532,13 +530,7 @@ fn ipv4_reader_agrees_with_std() {
 /// groups, leading or trailing single colons).
 #[test]
 fn ipv6_reader_agrees_with_std() {
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     const HEX: &[u8] = b"0123456789abcdefABCDEF";
     let mut ok = 0;
     for _ in 0..300_000 {
@@ -547,7 +539,7 @@ fn ipv6_reader_agrees_with_std() {
         for i in 0..parts {
             if i > 0 {
                 s.push(':');
-                if next() % 6 == 0 {
+                if next().is_multiple_of(6) {
                     s.push(':');
                 }
             }
@@ -555,10 +547,10 @@ fn ipv6_reader_agrees_with_std() {
                 s.push(char::from(HEX[(next() % HEX.len() as u64) as usize]));
             }
         }
-        if next() % 8 == 0 {
+        if next().is_multiple_of(8) {
             s.insert_str(0, "::");
         }
-        if next() % 8 == 0 {
+        if next().is_multiple_of(8) {
             s.push(':');
         }
         let want = s.parse::<std::net::Ipv6Addr>().ok();

@@ -181,6 +181,14 @@ fn migrate_prefix_v6(pin_dir: &Path) {
     }
 }
 
+/// Adds the length of IPv6 prefix key `k` to a length set (bit `l` of word `l / 64`).
+fn add_len(set: &mut [u64; 2], k: &Key<[u8; 16]>) {
+    let l = k.prefix_len();
+    if l < 128 {
+        set[(l / 64) as usize] |= 1 << (l % 64);
+    }
+}
+
 /// True when a map type refuses batch operations (older kernels for LPM tries).
 fn batch_unsupported(e: &io::Error) -> bool {
     matches!(
@@ -444,13 +452,12 @@ impl Kernel {
 
     /// Adds prefix lengths to the set the XDP program tries (before entries of those lengths
     /// are written, so no entry is ever invisible to it).
-    fn mark_v6_lens(&mut self, lens: &[u32]) -> Result<(), KernelError> {
+    fn mark_v6_lens(
+        &mut self,
+        keys: impl IntoIterator<Item = Key<[u8; 16]>>,
+    ) -> Result<(), KernelError> {
         let mut want = self.v6_lens;
-        for &l in lens {
-            if l < 128 {
-                want[(l / 64) as usize] |= 1 << (l % 64);
-            }
-        }
+        keys.into_iter().for_each(|k| add_len(&mut want, &k));
         self.write_v6_lens(want)
     }
 
@@ -458,12 +465,13 @@ impl Kernel {
     /// for pinned maps), so the program stops trying lengths no entry uses any more.
     fn refresh_v6_lens(&mut self) -> Result<(), KernelError> {
         let mut want = [0u64; 2];
-        for k in self.prefix_v6.keys().flatten() {
-            let l = k.prefix_len();
-            if l < 128 {
-                want[(l / 64) as usize] |= 1 << (l % 64);
-            }
-        }
+        batch::lookup_all::<Key<[u8; 16]>, BanValue>(self.fds()[3].0, |ks, _| {
+            ks.iter().for_each(|k| add_len(&mut want, k));
+        })
+        .map_err(|e| KernelError::Map {
+            map: maps::PREFIX_V6,
+            message: e.to_string(),
+        })?;
         self.write_v6_lens(want)
     }
 
@@ -519,7 +527,7 @@ impl Kernel {
                     value.packets = old.packets;
                     value.bytes = old.bytes;
                 }
-                self.mark_v6_lens(&[l])?;
+                self.mark_v6_lens([k])?;
                 self.prefix_v6
                     .insert(k, value, 0)
                     .map_err(|e| map_err(maps::PREFIX_V6, "prefixes", cap.prefixes, e))
@@ -608,12 +616,12 @@ impl Kernel {
         let g = Groups::of(items);
         // The program must see a length before the entries that use it.
         if !g.p6.0.is_empty() {
-            let lens: Vec<u32> = g.p6.0.iter().map(|k| k.prefix_len()).collect();
-            self.mark_v6_lens(&lens).map_err(|error| PutError {
-                written: Vec::new(),
-                failed: g.p6.2[0],
-                error,
-            })?;
+            self.mark_v6_lens(g.p6.0.iter().copied())
+                .map_err(|error| PutError {
+                    written: Vec::new(),
+                    failed: g.p6.2[0],
+                    error,
+                })?;
         }
         let fds = self.fds();
         let mut written = Vec::new();
@@ -755,11 +763,14 @@ impl Kernel {
                 f(n, &v);
             }
         }
-        for (k, v) in self.prefix_v6.iter().flatten() {
-            if let Some(n) = IpNet::new(IpAddr::from(k.data()), k.prefix_len() as u8) {
-                f(n, &v);
+        batch::lookup_all::<Key<[u8; 16]>, BanValue>(fds[3].0, |ks, vs| {
+            for (k, v) in ks.iter().zip(vs) {
+                if let Some(n) = IpNet::new(IpAddr::from(k.data()), k.prefix_len() as u8) {
+                    f(n, v);
+                }
             }
-        }
+        })
+        .map_err(|e| err(3, e))?;
         Ok(())
     }
 
@@ -834,17 +845,20 @@ impl ExactChunk {
 
     /// The entries from `from` on, as ban items (to retry one by one).
     fn items_from(&self, from: usize) -> Vec<(IpNet, BanValue)> {
+        fn tail<K: Copy + Into<IpAddr>>(
+            k: &[K],
+            v: &[BanValue],
+            from: usize,
+        ) -> Vec<(IpNet, BanValue)> {
+            k.iter()
+                .zip(v)
+                .skip(from)
+                .map(|(k, v)| (IpNet::host((*k).into()), *v))
+                .collect()
+        }
         match self {
-            ExactChunk::V4(k, v) => k[from.min(k.len())..]
-                .iter()
-                .zip(&v[from.min(v.len())..])
-                .map(|(k, v)| (IpNet::host(IpAddr::from(*k)), *v))
-                .collect(),
-            ExactChunk::V6(k, v) => k[from.min(k.len())..]
-                .iter()
-                .zip(&v[from.min(v.len())..])
-                .map(|(k, v)| (IpNet::host(IpAddr::from(*k)), *v))
-                .collect(),
+            ExactChunk::V4(k, v) => tail(k, v, from),
+            ExactChunk::V6(k, v) => tail(k, v, from),
         }
     }
 }

@@ -459,7 +459,7 @@ fn longest_prefix_v6(src: &[u8; 16]) -> Option<*mut BanValue> {
         src[8], src[9], src[10], src[11], src[12], src[13], src[14], src[15],
     ]);
     // Word 1 holds lengths 64-127, word 0 lengths 0-63.
-    let mut words = [lens[1], lens[0]];
+    let words = [lens[1], lens[0]];
     let mut w = 0;
     while w < 2 {
         let mut bits = words[w];
@@ -487,7 +487,6 @@ fn longest_prefix_v6(src: &[u8; 16]) -> Option<*mut BanValue> {
                 return Some(v as *mut BanValue);
             }
         }
-        words[w] = bits;
         w += 1;
     }
     None

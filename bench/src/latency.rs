@@ -70,6 +70,11 @@ struct Lat {
 
 pub fn run(ctx: &mut Ctx) -> Result<()> {
     let n = if ctx.quick { 50 } else { 200 };
+    let (took, left) = sys::settle(Duration::from_secs(30));
+    ctx.progress(&format!(
+        "latency: page cache flushed first ({:.2} s, {left} KiB dirty left)",
+        took.as_secs_f64()
+    ));
     let mut rows = Vec::new();
     for realtime in [true, false] {
         match f2b_latency(ctx, n, realtime) {
@@ -121,7 +126,9 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
         ],
     );
     t.note = format!(
-        "One distinct IPv4 source per trial; {} earlier failures of every source are written \
+        "Before the section the page cache is flushed (`sync`, then until under 16 MiB is \
+         dirty), so writeback of the logs earlier sections generated does not land in the \
+         trials. One distinct IPv4 source per trial; {} earlier failures of every source are written \
          and counted first, then each trial is one write() of the line that crosses maxretry \
          ({MAXRETRY}). f2b: time until the pinned F2B_BANS_V4 map holds the source \
          (BPF_MAP_LOOKUP_ELEM in a busy loop), and until the XDP drop counter rises while the \

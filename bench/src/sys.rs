@@ -406,3 +406,27 @@ pub fn rss_kib(pid: u32) -> Result<(u64, u64)> {
     };
     Ok((field("VmRSS:"), field("VmHWM:")))
 }
+
+/// Lets the machine settle before a latency measurement: `sync` (what earlier sections wrote,
+/// gigabytes of generated logs, is flushed now rather than during the trials), then waits,
+/// up to `max`, until the dirty and under-writeback page cache is below 16 MiB. Returns the
+/// time it took and the dirty KiB left.
+pub fn settle(max: std::time::Duration) -> (std::time::Duration, u64) {
+    let t0 = std::time::Instant::now();
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    let dirty = || -> u64 {
+        std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("Dirty:") || l.starts_with("Writeback:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    };
+    let mut left = dirty();
+    while left > 16 << 10 && t0.elapsed() < max {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        left = dirty();
+    }
+    (t0.elapsed(), left)
+}

@@ -485,6 +485,8 @@ pub struct LogSource {
     warned: BTreeSet<String>,
     /// What `new` found (truncations while stopped), reported by the first poll.
     pending: PollStats,
+    /// Set by [`LogSource::paths_unchanged`]: the next poll skips `discover`.
+    paths_unchanged: bool,
 }
 
 impl LogSource {
@@ -537,6 +539,7 @@ impl LogSource {
             dirs: BTreeSet::new(),
             warned: BTreeSet::new(),
             pending: PollStats::default(),
+            paths_unchanged: false,
         };
         for e in &src.entries {
             if e.glob {
@@ -807,7 +810,9 @@ impl LogSource {
     fn poll_with(&mut self, sink: &mut Sink<'_>, budget: usize) -> io::Result<PollStats> {
         self.gone.clear();
         let mut stats = std::mem::take(&mut self.pending);
-        self.discover(false, &mut stats);
+        if !std::mem::take(&mut self.paths_unchanged) {
+            self.discover(false, &mut stats);
+        }
         let now = Instant::now();
         let max_line = self.opts.max_line;
         let mut errs: Vec<(String, io::Error)> = Vec::new();
@@ -905,6 +910,13 @@ impl LogSource {
                 .filter_map(|(p, _)| Path::new(p).file_name().map(|n| n.to_os_string()))
                 .collect(),
         )
+    }
+
+    /// Lets the next poll skip looking at the paths (a stat per path, a glob expansion): the
+    /// caller knows that only the followed files were written since the last poll
+    /// ([`super::Waiter::only_writes`]). The files are still checked for truncation.
+    pub fn paths_unchanged(&mut self) {
+        self.paths_unchanged = true;
     }
 
     /// Paths currently followed (with a file open), for status output.

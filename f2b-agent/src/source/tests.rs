@@ -433,6 +433,81 @@ fn waiter_ignores_writes_to_other_files_in_the_log_directory() {
 }
 
 #[test]
+fn only_writes_to_followed_files_let_the_next_poll_skip_the_paths() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("auth.log");
+    append(&p, b"");
+    let mut w = Waiter::new(Backend::Inotify, Duration::from_secs(1)).unwrap();
+    let mut src = source(&[&p], StartAt::Head, vec![]);
+    lines(&mut src);
+    w.watch(&src.watch_dirs()).unwrap();
+    w.wake_on(src.write_names());
+    // The watch was just set up: the paths have not been looked at since.
+    assert!(!w.only_writes());
+    // Appends to the followed file, also with noise in the directory's other files.
+    append(&d.path().join("syslog"), b"noise\n");
+    assert!(w.wait(Duration::from_secs(5)).unwrap());
+    assert!(
+        !w.only_writes(),
+        "a new file in the directory is not a write"
+    );
+    append(&p, b"1\n");
+    append(&p, b"2\n");
+    assert!(w.wait(Duration::from_secs(5)).unwrap());
+    assert!(w.only_writes());
+    src.paths_unchanged();
+    assert_eq!(lines(&mut src).0, ["1", "2"]);
+    // Rotation: a rename and a creation are not writes; the poll finds the new file.
+    append(&p, b"3\n");
+    fs::rename(&p, d.path().join("auth.log.1")).unwrap();
+    append(&p, b"4\n");
+    assert!(w.wait(Duration::from_secs(5)).unwrap());
+    assert!(!w.only_writes());
+    let (l, st) = lines(&mut src);
+    assert_eq!(
+        (l, st.rotations),
+        (vec!["3".to_string(), "4".to_string()], 1)
+    );
+    w.watch(&src.watch_dirs()).unwrap();
+    w.wake_on(src.write_names());
+    append(&p, b"5\n");
+    assert!(w.wait(Duration::from_secs(5)).unwrap());
+    assert!(
+        w.only_writes(),
+        "the new file at the path is followed by name"
+    );
+    // While a rotated-away file is still read (no name set) every event matters, and none
+    // is "only writes".
+    w.wake_on(None);
+    append(&p, b"6\n");
+    assert!(w.wait(Duration::from_secs(5)).unwrap());
+    assert!(!w.only_writes());
+    // A timeout: the safety-net poll looks at everything.
+    assert!(!w.wait(Duration::from_millis(20)).unwrap());
+    assert!(!w.only_writes());
+    // Polling never skips.
+    let mut poll = Waiter::new(Backend::Polling, Duration::from_millis(10)).unwrap();
+    assert!(poll.wait(Duration::from_secs(1)).unwrap());
+    assert!(!poll.only_writes());
+}
+
+#[test]
+fn a_poll_told_the_paths_are_unchanged_does_not_look_for_new_files() {
+    let d = tempfile::tempdir().unwrap();
+    let glob = d.path().join("*.log");
+    append(&d.path().join("a.log"), b"a\n");
+    let mut src = source(&[&glob], StartAt::Head, vec![]);
+    assert_eq!(lines(&mut src).0, ["a"]);
+    append(&d.path().join("b.log"), b"b\n");
+    append(&d.path().join("a.log"), b"a2\n");
+    // Skipped discovery: the followed file is read, the new one not yet...
+    src.paths_unchanged();
+    assert_eq!(lines(&mut src).0, ["a2"]);
+    // ...until a poll looks at the paths again (once: the skip does not stick).
+    assert_eq!(lines(&mut src).0, ["b"]);
+}
+
+#[test]
 fn waiter_watches_nearest_existing_dir_until_the_log_dir_exists() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("sub/a.log");

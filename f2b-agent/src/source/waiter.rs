@@ -56,6 +56,10 @@ struct Inotify {
     /// directory like /var/log is written all day by other daemons; without this, every
     /// write to any file in it would wake every jail's reader.
     write_names: Option<HashSet<Vec<u8>>>,
+    /// Whether anything but a write to a followed name happened since [`Waiter::only_writes`]
+    /// last asked (a creation, rename, deletion, attribute change, overflow, a write while
+    /// every name matters, or a change of watches): then the paths must be looked at again.
+    moved: bool,
 }
 
 impl Inotify {
@@ -71,6 +75,7 @@ impl Inotify {
             fd,
             watches: HashMap::new(),
             write_names: None,
+            moved: true,
         })
     }
 
@@ -85,6 +90,7 @@ impl Inotify {
             return Err(io::Error::last_os_error());
         }
         self.watches.insert(dir.to_path_buf(), wd);
+        self.moved = true;
         Ok(())
     }
 
@@ -92,6 +98,7 @@ impl Inotify {
         if let Some(wd) = self.watches.remove(dir) {
             // SAFETY: valid fd; a stale wd only yields EINVAL.
             unsafe { libc::inotify_rm_watch(self.fd.as_raw_fd(), wd) };
+            self.moved = true;
         }
     }
 
@@ -105,18 +112,26 @@ impl Inotify {
                 return Ok(true);
             }
             if Instant::now() >= deadline {
+                // The poll after a timeout is the safety net: it looks at everything.
+                self.moved = true;
                 return Ok(false);
             }
         }
     }
 
-    /// Whether an event is worth a poll of the sources.
-    fn matters(&self, ev: &libc::inotify_event, name: &[u8]) -> bool {
+    /// Whether an event is worth a poll of the sources; notes in `moved` one that is more
+    /// than a write to a followed file.
+    fn matters(&mut self, ev: &libc::inotify_event, name: &[u8]) -> bool {
         let writes = libc::IN_MODIFY | libc::IN_CLOSE_WRITE;
         let Some(names) = &self.write_names else {
+            self.moved = true;
             return true;
         };
-        ev.mask & !writes != 0 || name.is_empty() || names.contains(name)
+        if ev.mask & !writes != 0 || name.is_empty() {
+            self.moved = true;
+            return true;
+        }
+        names.contains(name)
     }
 
     /// One poll(2) and the events it brought: true when one of them matters.
@@ -309,6 +324,17 @@ impl Waiter {
     pub fn wake_on(&mut self, names: Option<Vec<std::ffi::OsString>>) {
         if let Kind::Inotify(ino) = &mut self.kind {
             ino.write_names = names.map(|v| v.into_iter().map(|n| n.into_vec()).collect());
+        }
+    }
+
+    /// True when everything [`Waiter::wait`] saw since the last call was a write to a file
+    /// named in [`Waiter::wake_on`]: no file can have appeared, gone or been renamed, so the
+    /// next poll may skip looking at the paths again (it still checks the files it reads for
+    /// truncation). False with polling, and after a timeout or any other event.
+    pub fn only_writes(&mut self) -> bool {
+        match &mut self.kind {
+            Kind::Inotify(ino) => !std::mem::replace(&mut ino.moved, false),
+            Kind::Polling { .. } => false,
         }
     }
 

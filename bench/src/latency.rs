@@ -9,6 +9,7 @@ use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -76,15 +77,21 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
         took.as_secs_f64()
     ));
     let mut rows = Vec::new();
-    for realtime in [true, false] {
-        match f2b_latency(ctx, n, realtime) {
+    let runs = [
+        (true, Placement::Split),
+        (false, Placement::Split),
+        (true, Placement::SharedThread),
+        (false, Placement::SharedThread),
+    ];
+    for (realtime, placement) in runs {
+        match f2b_latency(ctx, n, realtime, placement) {
             Ok(l) => rows.push(l),
             Err(e) => {
                 ctx.progress(&format!(
-                    "latency: f2b (realtime: {realtime}) failed: {e:#}"
+                    "latency: f2b (realtime: {realtime}, {placement:?}) failed: {e:#}"
                 ));
                 ctx.notes.push((
-                    format!("Ban latency: f2b (realtime: {realtime}) not measured"),
+                    format!("Ban latency: f2b (realtime: {realtime}, {placement:?}) not measured"),
                     format!("```\n{e:#}\n```"),
                 ));
             }
@@ -134,6 +141,14 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
          (BPF_MAP_LOOKUP_ELEM in a busy loop), and until the XDP drop counter rises while the \
          same loop sends frames from that source through the veth (AF_PACKET in the generator \
          namespace, one per iteration: the frame is processed in the sender's softirq). \
+         Placement: in the rows without a suffix the agent is pinned to CPU 0 together with the \
+         thread that writes the line (as a log writer on the same host would be), and the \
+         observing loop runs on CPU 1 at SCHED_FIFO priority 1, started right before the \
+         write(): the instrument is neither preempted by other work nor by the reader it \
+         measures. In the rows \"unpinned, the writer observes\" nothing is pinned and one \
+         thread writes and then observes: a reader woken on that thread's CPU runs first, so \
+         these rows include the reader's work after the ban (logging, the commit hand-off) \
+         and are the previous sessions' method. \
          fail2ban: time until its ban action (`date +%s.%N` appended to a file, one shell per \
          ban) runs; it installs no drop rule, so \"first drop\" is not measured for it (a real \
          iptables action would add the command's own time). Machine floor: a thread blocked on \
@@ -278,9 +293,11 @@ fn write_all(path: &Path, buf: &[u8]) -> Result<()> {
 
 /// `realtime`: the jail's `realtime` setting (on by default: the reader wakes at SCHED_FIFO
 /// priority within a bounded CPU share).
-fn f2b_latency(ctx: &mut Ctx, n: usize, realtime: bool) -> Result<Lat> {
+fn f2b_latency(ctx: &mut Ctx, n: usize, realtime: bool, placement: Placement) -> Result<Lat> {
     let (agent_bin, ctl_bin) = bins()?;
-    ctx.progress(&format!("latency: f2b (realtime: {realtime}), {n} trials"));
+    ctx.progress(&format!(
+        "latency: f2b (realtime: {realtime}, {placement:?}), {n} trials"
+    ));
     let topo = Topology::create("lat")?;
     let dir = tempfile::Builder::new()
         .prefix("f2b-bench-lat-")
@@ -304,7 +321,8 @@ fn f2b_latency(ctx: &mut Ctx, n: usize, realtime: bool) -> Result<Lat> {
         ),
     )?;
     let alog = d.join("agent.log");
-    let agent = AgentProc::spawn(&topo.edge, &agent_bin, &config, &alog)?;
+    let cpu = (placement == Placement::Split).then_some(0);
+    let agent = AgentProc::spawn_on(&topo.edge, &agent_bin, &config, &alog, cpu)?;
     wait_ping(&ctl_bin, &sock, Duration::from_secs(60))
         .with_context(|| std::fs::read_to_string(&alog).unwrap_or_default())?;
     let ips: Vec<[u8; 4]> = (0..n).map(trial_ip).collect();
@@ -346,19 +364,17 @@ fn f2b_latency(ctx: &mut Ctx, n: usize, realtime: bool) -> Result<Lat> {
         .map(|a| frames::udp_v4(edge_mac, gen_mac, *a, [198, 18, 0, 1]))
         .collect();
     let file = std::fs::OpenOptions::new().append(true).open(&log)?;
-    let (bans, counters, file) = (&bans, &counters, &file);
-    let (lines, frames, ips) = (&lines, &frames, &ips);
+    let probe = Probe {
+        bans: bans.as_fd(),
+        counters: counters.as_fd(),
+        frames: &frames,
+        ips: &ips,
+    };
+    let (lines, file) = (&lines, &file);
     let (to_map, to_drop, missing) = topo.gen_ns.run(move || -> Result<_> {
         let sock = packet_socket(gen_ifindex)?;
-        let mut to_map = Vec::new();
-        let mut to_drop = Vec::new();
-        let mut missing = 0;
-        let mut val = vec![0u8; size_of::<f2b_common::BanValue>()];
-        for i in 0..ips.len() {
-            let base = sys::percpu_sum(counters.as_fd(), f2b_common::counters::DROP_EXACT_V4)?;
-            let (mut t_map, mut t_drop) = (None, None);
-            let mut iters = 0u64;
-            let t0 = Instant::now();
+        let sock = sock.as_fd();
+        let write_line = |i: usize| -> Result<()> {
             // One write() of the crossing line.
             // SAFETY: writing a byte buffer we own to an fd we own.
             let w = unsafe {
@@ -371,44 +387,106 @@ fn f2b_latency(ctx: &mut Ctx, n: usize, realtime: bool) -> Result<Lat> {
             if w != lines[i].len() as isize {
                 bail!("short write to the log");
             }
-            while t0.elapsed() < Duration::from_secs(2) && iters < 10_000_000 {
-                iters += 1;
-                if t_map.is_none() && sys::lookup_elem(bans.as_fd(), &ips[i], &mut val)? {
-                    t_map = Some(t0.elapsed().as_secs_f64() * 1e3);
-                }
-                // SAFETY: sending a frame we own on our socket.
-                unsafe {
-                    libc::send(
-                        sock.as_raw_fd(),
-                        frames[i].as_ptr() as *const libc::c_void,
-                        frames[i].len(),
-                        0,
-                    )
-                };
-                if t_drop.is_none()
-                    && sys::percpu_sum(counters.as_fd(), f2b_common::counters::DROP_EXACT_V4)?
-                        > base
-                {
-                    t_drop = Some(t0.elapsed().as_secs_f64() * 1e3);
-                }
-                if t_map.is_some() && t_drop.is_some() {
-                    break;
-                }
+            Ok(())
+        };
+        let mut out = Outcome::default();
+        if placement == Placement::SharedThread {
+            for i in 0..probe.ips.len() {
+                let base = probe.drops()?;
+                let t0 = Instant::now();
+                write_line(i)?;
+                out.add(probe.observe(i, sock, base, t0)?);
+                std::thread::sleep(Duration::from_millis(5));
             }
-            match (t_map, t_drop) {
-                (Some(m), Some(dr)) => {
-                    to_map.push(m);
-                    to_drop.push(dr);
-                }
-                (Some(m), None) => {
-                    to_map.push(m);
-                    missing += 1;
-                }
-                _ => missing += 1,
-            }
-            std::thread::sleep(Duration::from_millis(5));
+            return Ok((out.to_map, out.to_drop, out.missing));
         }
-        Ok((to_map, to_drop, missing))
+        // Writer on CPU 0 (with the agent), observer spinning on CPU 1.
+        let t0 = Instant::now();
+        let go = AtomicU64::new(0);
+        let done = AtomicU64::new(0);
+        let base = AtomicU64::new(0);
+        let (go, done, base) = (&go, &done, &base);
+        std::thread::scope(|s| -> Result<()> {
+            let observer = s.spawn(move || -> Result<Outcome> {
+                sys::pin_thread(1)?;
+                // The instrument, not the subject: at real-time priority so nothing else
+                // runnable on its CPU preempts it mid-trial.
+                let p = libc::sched_param { sched_priority: 1 };
+                // SAFETY: plain syscall on this thread with a valid parameter struct.
+                if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) } != 0 {
+                    bail!(
+                        "SCHED_FIFO for the observer: {}",
+                        std::io::Error::last_os_error()
+                    );
+                }
+                let mut out = Outcome::default();
+                for i in 0..probe.ips.len() {
+                    // Sleeps between trials like the writer (a thread spinning all along
+                    // would lose its CPU to anything else runnable, mid-trial); ready before
+                    // the writer's 5 ms are up.
+                    if i > 0 {
+                        std::thread::sleep(Duration::from_millis(4));
+                    }
+                    base.store(probe.drops()?, Ordering::SeqCst);
+                    done.store(2 * i as u64 + 1, Ordering::SeqCst);
+                    // Spin until the writer is about to write (its clock reading is t0).
+                    let mut start;
+                    let spin = Instant::now();
+                    loop {
+                        start = go.load(Ordering::SeqCst);
+                        if start != 0 {
+                            break;
+                        }
+                        if spin.elapsed() > Duration::from_secs(10) {
+                            bail!("the writer did not start trial {i} within 10 s");
+                        }
+                        std::hint::spin_loop();
+                    }
+                    go.store(0, Ordering::SeqCst);
+                    let at = t0 + Duration::from_nanos(start);
+                    out.add(probe.observe(i, sock, base.load(Ordering::SeqCst), at)?);
+                    done.store(2 * i as u64 + 2, Ordering::SeqCst);
+                }
+                Ok(out)
+            });
+            // Waits for the observer to reach `step` (or pass it); false when it stopped (its error is
+            // what join returns) or took over 10 s.
+            let reached = |step: u64, spin: bool| {
+                let t = Instant::now();
+                while done.load(Ordering::SeqCst) < step {
+                    if observer.is_finished() || t.elapsed() > Duration::from_secs(10) {
+                        return false;
+                    }
+                    if spin {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+                true
+            };
+            let writer = (|| -> Result<()> {
+                sys::pin_thread(0)?;
+                for i in 0..probe.ips.len() {
+                    if !reached(2 * i as u64 + 1, true) {
+                        bail!("the observer did not get ready for trial {i}");
+                    }
+                    go.store(t0.elapsed().as_nanos().max(1) as u64, Ordering::SeqCst);
+                    write_line(i)?;
+                    if !reached(2 * i as u64 + 2, false) {
+                        bail!("the observer did not finish trial {i}");
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Ok(())
+            })();
+            let observed = observer
+                .join()
+                .map_err(|_| anyhow::anyhow!("observer thread panicked"))?;
+            out = observed.context("observer")?;
+            writer
+        })?;
+        Ok((out.to_map, out.to_drop, out.missing))
     })??;
     drop(agent);
     drop(topo);
@@ -419,16 +497,109 @@ fn f2b_latency(ctx: &mut Ctx, n: usize, realtime: bool) -> Result<Lat> {
         pct(&to_drop, 99.0)
     ));
     Ok(Lat {
-        name: if realtime {
-            "f2b (inotify)".into()
-        } else {
-            "f2b (inotify, realtime: false)".into()
+        name: match (realtime, placement) {
+            (true, Placement::Split) => "f2b (inotify)".into(),
+            (false, Placement::Split) => "f2b (inotify, realtime: false)".into(),
+            (true, Placement::SharedThread) => {
+                "f2b (inotify), unpinned, the writer observes".into()
+            }
+            (false, Placement::SharedThread) => {
+                "f2b (inotify, realtime: false), unpinned, the writer observes".into()
+            }
         },
         trials: n,
         to_map,
         to_drop,
         missing,
     })
+}
+
+/// Where the trial's writer and observer run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Placement {
+    /// The agent pinned to CPU 0 with the thread that writes the log line (as a local log
+    /// writer would be); a second thread pinned to CPU 1 observes the map and sends the
+    /// frames, spinning, so neither its wake-up nor the reader's preemption of it (the reader
+    /// wakes at real-time priority on the writer's CPU) is in the measurement.
+    Split,
+    /// Nothing pinned; one thread writes the line, then observes and sends: when the reader
+    /// wakes on that thread's CPU it runs first, so what the thread sees includes the
+    /// reader's work after the ban too.
+    SharedThread,
+}
+
+/// The maps and frames a trial's observer uses.
+#[derive(Clone, Copy)]
+struct Probe<'a> {
+    bans: std::os::fd::BorrowedFd<'a>,
+    counters: std::os::fd::BorrowedFd<'a>,
+    frames: &'a [Vec<u8>],
+    ips: &'a [[u8; 4]],
+}
+
+#[derive(Default)]
+struct Outcome {
+    to_map: Vec<f64>,
+    to_drop: Vec<f64>,
+    missing: usize,
+}
+
+impl Outcome {
+    fn add(&mut self, (map, drop): (Option<f64>, Option<f64>)) {
+        match (map, drop) {
+            (Some(m), Some(d)) => {
+                self.to_map.push(m);
+                self.to_drop.push(d);
+            }
+            (Some(m), None) => {
+                self.to_map.push(m);
+                self.missing += 1;
+            }
+            _ => self.missing += 1,
+        }
+    }
+}
+
+impl Probe<'_> {
+    fn drops(&self) -> Result<u64> {
+        sys::percpu_sum(self.counters, f2b_common::counters::DROP_EXACT_V4)
+    }
+
+    /// Trial `i`, whose line was written at `t0`: ms until the map holds the source, and
+    /// until a frame from it (one sent per iteration) is dropped. Bounded: 2 s, 10M rounds.
+    fn observe(
+        &self,
+        i: usize,
+        sock: std::os::fd::BorrowedFd<'_>,
+        base: u64,
+        t0: Instant,
+    ) -> Result<(Option<f64>, Option<f64>)> {
+        let mut val = vec![0u8; size_of::<f2b_common::BanValue>()];
+        let (mut t_map, mut t_drop) = (None, None);
+        let mut iters = 0u64;
+        while t0.elapsed() < Duration::from_secs(2) && iters < 10_000_000 {
+            iters += 1;
+            if t_map.is_none() && sys::lookup_elem(self.bans, &self.ips[i], &mut val)? {
+                t_map = Some(t0.elapsed().as_secs_f64() * 1e3);
+            }
+            // SAFETY: sending a frame we own on our socket.
+            unsafe {
+                libc::send(
+                    sock.as_raw_fd(),
+                    self.frames[i].as_ptr() as *const libc::c_void,
+                    self.frames[i].len(),
+                    0,
+                )
+            };
+            if t_drop.is_none() && self.drops()? > base {
+                t_drop = Some(t0.elapsed().as_secs_f64() * 1e3);
+            }
+            if t_map.is_some() && t_drop.is_some() {
+                break;
+            }
+        }
+        Ok((t_map, t_drop))
+    }
 }
 
 fn packet_socket(ifindex: u32) -> Result<OwnedFd> {

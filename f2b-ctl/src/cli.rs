@@ -168,6 +168,7 @@ impl Command {
                 jail: jail.clone(),
                 time: time.map(|t| t.to_string()),
                 force: *force,
+                compact: true,
             },
             Command::Unban { targets, all, jail } => Request::Unban {
                 ips: normalise(targets),
@@ -343,6 +344,7 @@ mod tests {
                 jail: Some("sshd".into()),
                 time: Some("1h".into()),
                 force: true,
+                compact: true,
             }
         );
         assert_eq!(
@@ -352,6 +354,7 @@ mod tests {
                 jail: None,
                 time: Some("permanent".into()),
                 force: false,
+                compact: true,
             }
         );
     }
@@ -388,6 +391,7 @@ mod tests {
                 jail: None,
                 time: Some("1h".into()),
                 force: false,
+                compact: true,
             }
         );
         // --file alone is enough; without it an address is required.

@@ -585,79 +585,98 @@ impl Drop for Store {
     }
 }
 
-/// Existing entries a [`put_rows`] cursor steps over before it seeks afresh.
-const CURSOR_STEPS: usize = 16;
+/// Rows [`put_rows`] inserts one by one after a cursor that served a single row, before it
+/// tries a cursor again.
+const PLAIN_AFTER_MISS: usize = 8;
 
 /// Writes ban rows as consecutive `insert`s in the given order would (the last row of a key
 /// wins; a ban taken over by another jail, from the table or from an earlier row of the
-/// same key, ends for its old jail: its counts go to `ended`), but in key order through a
-/// cursor: rows that fall into one gap of the table (new addresses above or between the
-/// banned ones, as a bulk ban or a flood of new sources brings) are buffered and spliced in
-/// a run, not walked down the tree one by one (which was ~1 us a row).
+/// same key, ends for its old jail: its counts go to `ended`), but in key order, and rows
+/// that fall into one gap of the table (new addresses above, below or between the banned
+/// ones, as a bulk ban or a flood of new sources brings) through a cursor: they are spliced
+/// in as a run instead of each walked down the tree (~1 us a row). Scattered rows, where a
+/// cursor would serve one row per seek (which costs more than an insert), go in one by one,
+/// with a cursor tried again every [`PLAIN_AFTER_MISS`] rows.
 fn put_rows(
     bans: &mut redb::Table<&'static [u8], &'static [u8]>,
     rows: &mut [(&[u8], &[u8])],
     ended: &mut Vec<Ended>,
 ) -> Result<(), StoreError> {
     let w = |e: redb::StorageError| db_err("write ban", e);
-    let cw = |e: redb::CursorError| db_err("write ban", e);
     // Stable: rows of one key keep their order.
     rows.sort_by(|a, b| a.0.cmp(b.0));
+    // The rows of one key, from `i` on.
+    let group = |rows: &[(&[u8], &[u8])], i: usize| {
+        let mut j = i;
+        while rows.get(j + 1).is_some_and(|r| r.0 == rows[i].0) {
+            j += 1;
+        }
+        j
+    };
+    // A ban (decoded from `prev`) replaced by `row` ends when the jail changes.
+    let mut chain = |key: &[u8], prev: &mut Option<(String, u32, u32)>, row: &[u8]| {
+        let Some(n) = decode_ban(row) else { return };
+        if let Some((pj, pb, pc)) = prev.as_ref()
+            && n.jail != pj
+            && let Some(ip) = decode_net_key(key)
+        {
+            ended.push(Ended {
+                ip,
+                jail: pj.clone(),
+                ban_count: *pb,
+                jail_count: *pc,
+            });
+        }
+        *prev = Some((n.jail.to_string(), n.ban_count, n.jail_count));
+    };
+    let owned = |b: &[u8]| decode_ban(b).map(|o| (o.jail.to_string(), o.ban_count, o.jail_count));
+    let mut plain = 0;
     let mut i = 0;
     while i < rows.len() {
+        if plain > 0 {
+            let j = group(rows, i);
+            for &(key, row) in &rows[i..=j] {
+                let mut prev = bans
+                    .insert(key, row)
+                    .map_err(w)?
+                    .and_then(|old| owned(old.value()));
+                chain(key, &mut prev, row);
+            }
+            i = j + 1;
+            plain -= 1;
+            continue;
+        }
         let mut cur = bans
             .lower_bound_mut(std::ops::Bound::Included(rows[i].0))
             .map_err(w)?;
+        let mut served = 0;
         while i < rows.len() {
             let key = rows[i].0;
-            let mut j = i;
-            while rows.get(j + 1).is_some_and(|r| r.0 == key) {
-                j += 1;
-            }
-            // Move to the gap where `key` belongs: a few steps, or a new cursor.
-            let mut steps = 0;
-            let here = loop {
-                let next = cur.peek_next().map_err(w)?.map(|(k, _)| k.value().cmp(key));
-                match next {
-                    Some(std::cmp::Ordering::Less) if steps < CURSOR_STEPS => {
-                        cur.next().map_err(w)?;
-                        steps += 1;
-                    }
-                    Some(std::cmp::Ordering::Less) => break None,
-                    Some(std::cmp::Ordering::Equal) => {
-                        let old = cur.remove_next().map_err(w)?.and_then(|(_, v)| {
-                            decode_ban(v.value())
-                                .map(|o| (o.jail.to_string(), o.ban_count, o.jail_count))
-                        });
-                        break Some(old);
-                    }
-                    _ => break Some(None),
-                }
-            };
-            let Some(mut prev) = here else {
-                break;
+            let j = group(rows, i);
+            let next = cur.peek_next().map_err(w)?.map(|(k, _)| k.value().cmp(key));
+            let mut prev = match next {
+                // Past this gap: the cursor has done what it can.
+                Some(std::cmp::Ordering::Less) => break,
+                Some(std::cmp::Ordering::Equal) => cur
+                    .remove_next()
+                    .map_err(w)?
+                    .and_then(|(_, old)| owned(old.value())),
+                _ => None,
             };
             if prev.is_some() || j > i {
-                for (k, r) in &rows[i..=j] {
-                    let Some(n) = decode_ban(r) else { continue };
-                    if let Some((pj, pb, pc)) = &prev
-                        && n.jail != pj
-                        && let Some(ip) = decode_net_key(k)
-                    {
-                        ended.push(Ended {
-                            ip,
-                            jail: pj.clone(),
-                            ban_count: *pb,
-                            jail_count: *pc,
-                        });
-                    }
-                    prev = Some((n.jail.to_string(), n.ban_count, n.jail_count));
+                for &(_, row) in &rows[i..=j] {
+                    chain(key, &mut prev, row);
                 }
             }
-            cur.insert_before(key, rows[j].1).map_err(cw)?;
+            cur.insert_before(key, rows[j].1)
+                .map_err(|e| db_err("write ban", e))?;
+            served += 1;
             i = j + 1;
         }
         cur.close().map_err(w)?;
+        if served < 2 {
+            plain = PLAIN_AFTER_MISS;
+        }
     }
     Ok(())
 }

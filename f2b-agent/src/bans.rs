@@ -975,6 +975,7 @@ impl BanManager {
         // The map writes (enforcement) and the durable commit, the two largest costs of a
         // bulk ban, run at once on two threads; the request is answered only when both are
         // done, and when one fails the other is undone.
+        let (mut t_kernel, mut t_commit) = (t_plan, t_plan);
         let (kernel_done, committed) = {
             let rows: Vec<(IpNet, BanRef<'_>)> = planned
                 .iter()
@@ -984,9 +985,17 @@ impl BanManager {
             let store = &self.store;
             if values.len() >= PARALLEL_COMMIT {
                 std::thread::scope(|sc| {
-                    let k = sc.spawn(|| kernel.put_bans(&values));
+                    let k = sc.spawn(|| {
+                        let r = kernel.put_bans(&values);
+                        (r, t0.elapsed())
+                    });
                     let c = Some(store.commit_refs(&rows, &[], &[], &[]));
-                    let k = k.join().unwrap_or_else(|_| {
+                    t_commit = t0.elapsed();
+                    let k = k.join().map(|(r, t)| {
+                        t_kernel = t;
+                        r
+                    });
+                    let k = k.unwrap_or_else(|_| {
                         Err(crate::kernel::PutError {
                             written: ips.clone(),
                             failed: ips[0],
@@ -1080,12 +1089,14 @@ impl BanManager {
             );
         }
         log::debug!(
-            "ban of {}: parse {:?}, history {:?}, plan {:?}, kernel and commit {:?}, result {:?}",
+            "ban of {}: parse {:?}, history {:?}, plan {:?}, kernel and commit {:?} (kernel {:?}, commit {:?} at once), result {:?}",
             done.bans.len(),
             t_parse,
             t_hist - t_parse,
             t_plan - t_hist,
             t_kernel_commit - t_plan,
+            t_kernel.saturating_sub(t_plan),
+            t_commit.saturating_sub(t_plan),
             t0.elapsed() - t_kernel_commit
         );
         Ok(done)

@@ -234,7 +234,11 @@ fn normalise(targets: &[IpNet]) -> Vec<String> {
     targets
         .iter()
         .filter(|n| seen.insert(**n))
-        .map(|n| n.to_string())
+        .map(|n| {
+            let mut s = String::with_capacity(24);
+            n.push_to(&mut s);
+            s
+        })
         .collect()
 }
 

@@ -125,11 +125,11 @@ fn compact_ban_answer_names_request_positions() -> Result<()> {
             r["at"].as_u64().unwrap_or(99) as usize,
             r["n"].as_u64().unwrap_or(0) as usize,
         );
-        for p in at..at + n {
+        for (p, ip) in ips.iter().enumerate().skip(at).take(n) {
             positions.push(p);
-            let b = listed(ips[p]).ok_or_else(|| anyhow!("{} not listed", ips[p]))?;
+            let b = listed(ip).ok_or_else(|| anyhow!("{ip} not listed"))?;
             for field in ["jail", "since", "until", "ban_count"] {
-                assert_eq!(b[field], r[field], "{field} of {}: run {r}", ips[p]);
+                assert_eq!(b[field], r[field], "{field} of {ip}: run {r}");
             }
         }
     }

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use f2b_common::duration::{BanTime, parse_bantime};
 use f2b_common::net::IpNet;
 use f2b_common::proto::{
-    BanInfo, BanResult, InterfaceStatus, JailStatus, ListData, MANUAL_JAIL, MapUsage, StatsData,
-    UnbanResult,
+    BanInfo, BanResult, BanRun, BanRuns, InterfaceStatus, JailStatus, ListData, MANUAL_JAIL,
+    MapUsage, StatsData, UnbanResult,
 };
 use f2b_common::{BanValue, MAX_PORTS, maps};
 
@@ -33,6 +33,11 @@ const LOG_EACH: usize = 16;
 /// Ban requests of at least this many addresses write the kernel maps on a second thread
 /// while they commit (a thread costs more than a small request's work).
 const PARALLEL_COMMIT: usize = 1024;
+
+/// Index prefetch distance: the buckets of addresses this far ahead are loaded while the
+/// current one is looked up, planned or inserted (each lookup in a table of a million bans is
+/// a cache miss otherwise).
+const PREFETCH_AHEAD: usize = 16;
 
 /// Threads writing the kernel maps during a restore into empty maps.
 const RESTORE_WRITERS: usize = 2;
@@ -109,11 +114,13 @@ impl RowSlots {
 type PlannedJailBan = (IpNet, Slot, Ticket, BanTime, (u64, u64), bool);
 
 /// What a ban request did, compact: (address, slot, (packets, bytes)) per ban, jail names
-/// by slot jail id. Serializes as [`BanResult`] (`{"banned":[BanInfo...]}`).
+/// by slot jail id, and each ban's position in the request. Serializes as [`BanResult`]
+/// (`{"banned":[BanInfo...]}`); [`BansDone::runs`] is the answer to a `compact` request.
 #[derive(Debug, Clone)]
 pub struct BansDone {
     jails: Vec<String>,
     bans: Vec<(IpNet, Slot, (u64, u64))>,
+    at: Vec<u32>,
 }
 
 impl BansDone {
@@ -127,6 +134,36 @@ impl BansDone {
 
     pub fn is_empty(&self) -> bool {
         self.bans.is_empty()
+    }
+
+    /// The bans as runs of request positions that share every field but the address.
+    pub fn runs(&self) -> BanRuns {
+        let mut runs: Vec<BanRun> = Vec::new();
+        for ((_, s, (packets, bytes)), &at) in self.bans.iter().zip(&self.at) {
+            let jail = self.jail(s);
+            if let Some(r) = runs.last_mut()
+                && r.at + r.n == at
+                && r.jail == jail
+                && r.since == u64::from(s.since)
+                && r.until == s.until()
+                && r.ban_count == s.ban_count
+                && (r.packets, r.bytes) == (*packets, *bytes)
+            {
+                r.n += 1;
+                continue;
+            }
+            runs.push(BanRun {
+                at,
+                n: 1,
+                jail: jail.to_string(),
+                since: u64::from(s.since),
+                until: s.until(),
+                ban_count: s.ban_count,
+                packets: *packets,
+                bytes: *bytes,
+            });
+        }
+        BanRuns { runs }
     }
 
     pub fn to_result(&self) -> BanResult {
@@ -194,30 +231,6 @@ pub struct JailBan {
     pub info: BanInfo,
     pub bantime: BanTime,
     pub ticket: Ticket,
-}
-
-/// Appends `ip` as its `Display` does; an IPv4 host (a jail's ban, the common case under a
-/// flood) without the formatting machinery.
-fn push_net(out: &mut String, ip: &IpNet) {
-    match ip.addr() {
-        std::net::IpAddr::V4(a) if ip.is_host() => {
-            for (k, o) in a.octets().into_iter().enumerate() {
-                if k > 0 {
-                    out.push('.');
-                }
-                if o >= 100 {
-                    out.push(char::from(b'0' + o / 100));
-                }
-                if o >= 10 {
-                    out.push(char::from(b'0' + o / 10 % 10));
-                }
-                out.push(char::from(b'0' + o % 10));
-            }
-        }
-        _ => {
-            let _ = std::fmt::Write::write_fmt(out, format_args!("{ip}"));
-        }
-    }
 }
 
 /// The host's own addresses, from getifaddrs (in the agent's network namespace).
@@ -846,10 +859,12 @@ impl BanManager {
             None => None,
         };
         let mut ips = Vec::with_capacity(req_ips.len());
+        // Request position of each of `ips` (a repeated address is banned once).
+        let mut at: Vec<u32> = Vec::with_capacity(req_ips.len());
         {
             let mut seen: FastSet<IpNet> =
                 FastSet::with_capacity_and_hasher(req_ips.len(), FastState::default());
-            for s in req_ips {
+            for (n, s) in req_ips.iter().enumerate() {
                 let ip: IpNet = s
                     .as_ref()
                     .parse()
@@ -857,11 +872,22 @@ impl BanManager {
                 self.check_target(&ip, &jail, force)?;
                 if seen.insert(ip) {
                     ips.push(ip);
+                    at.push(n as u32);
                 }
             }
         }
-        // One index lookup per address (each is a cache miss in a table of a million bans).
-        let existing: Vec<Option<Slot>> = ips.iter().map(|ip| self.idx.get(ip).copied()).collect();
+        // One index lookup per address (each is a cache miss in a table of a million bans,
+        // so the buckets of addresses PREFETCH_AHEAD further on are loaded meanwhile).
+        let existing: Vec<Option<Slot>> = ips
+            .iter()
+            .enumerate()
+            .map(|(n, ip)| {
+                if let Some(a) = ips.get(n + PREFETCH_AHEAD) {
+                    self.idx.prefetch(a);
+                }
+                self.idx.get(ip).copied()
+            })
+            .collect();
         let fresh: Vec<IpNet> = ips
             .iter()
             .zip(&existing)
@@ -925,6 +951,7 @@ impl BanManager {
         // The map writes (enforcement) and the durable commit, the two largest costs of a
         // bulk ban, run at once on two threads; the request is answered only when both are
         // done, and when one fails the other is undone.
+        let (mut t_kernel, mut t_commit) = (t_plan, t_plan);
         let (kernel_done, committed) = {
             let rows: Vec<(IpNet, BanRef<'_>)> = planned
                 .iter()
@@ -934,9 +961,17 @@ impl BanManager {
             let store = &self.store;
             if values.len() >= PARALLEL_COMMIT {
                 std::thread::scope(|sc| {
-                    let k = sc.spawn(|| kernel.put_bans(&values));
+                    let k = sc.spawn(|| {
+                        let r = kernel.put_bans(&values);
+                        (r, t0.elapsed())
+                    });
                     let c = Some(store.commit_refs(&rows, &[], &[], &[]));
-                    let k = k.join().unwrap_or_else(|_| {
+                    t_commit = t0.elapsed();
+                    let k = k.join().map(|(r, t)| {
+                        t_kernel = t;
+                        r
+                    });
+                    let k = k.unwrap_or_else(|_| {
                         Err(crate::kernel::PutError {
                             written: ips.clone(),
                             failed: ips[0],
@@ -976,12 +1011,18 @@ impl BanManager {
         let mut done = BansDone {
             jails: Vec::new(),
             bans: Vec::with_capacity(planned.len()),
+            at,
         };
         let mut logged = 0usize;
         let mut new_per_jail: Vec<(u16, u64)> = Vec::new();
-        for ((ip, slot, existed), (v, (_, old))) in
-            planned.into_iter().zip(values.iter().zip(&before))
+        for (n, ((ip, slot, existed), (v, (_, old)))) in planned
+            .into_iter()
+            .zip(values.iter().zip(&before))
+            .enumerate()
         {
+            if let Some(a) = ips.get(n + PREFETCH_AHEAD) {
+                self.idx.prefetch(a);
+            }
             if !existed {
                 match new_per_jail.iter_mut().find(|(j, _)| *j == slot.jail()) {
                     Some((_, n)) => *n += 1,
@@ -1001,7 +1042,12 @@ impl BanManager {
             }
             let counters = old.map_or((0, 0), |_| (v.1.packets, v.1.bytes));
             done.bans.push((ip, slot, counters));
-            self.idx.insert(ip, slot);
+            if existed {
+                self.idx.insert(ip, slot);
+            } else {
+                // Looked up above (and the request's addresses are distinct).
+                self.idx.insert_new(ip, slot);
+            }
         }
         for (j, n) in new_per_jail {
             *self
@@ -1019,12 +1065,14 @@ impl BanManager {
             );
         }
         log::debug!(
-            "ban of {}: parse {:?}, history {:?}, plan {:?}, kernel and commit {:?}, result {:?}",
+            "ban of {}: parse {:?}, history {:?}, plan {:?}, kernel and commit {:?} (kernel {:?}, commit {:?} at once), result {:?}",
             done.bans.len(),
             t_parse,
             t_hist - t_parse,
             t_plan - t_hist,
             t_kernel_commit - t_plan,
+            t_kernel.saturating_sub(t_plan),
+            t_commit.saturating_sub(t_plan),
             t0.elapsed() - t_kernel_commit
         );
         Ok(done)
@@ -1123,11 +1171,8 @@ impl BanManager {
         let mut extra = Usage::default();
         let mut planned: Vec<PlannedJailBan> = Vec::with_capacity(cands.len());
         let mut values: Vec<(IpNet, BanValue)> = Vec::with_capacity(cands.len());
-        // Prefetch distance: buckets of addresses this far ahead are loaded while the current
-        // one is planned (and, below, inserted).
-        const AHEAD: usize = 16;
         for (n, ((ip, t), (e_all, e_this))) in cands.into_iter().zip(ended).enumerate() {
-            if let Some(a) = ips.get(n + AHEAD) {
+            if let Some(a) = ips.get(n + PREFETCH_AHEAD) {
                 self.idx.prefetch(a);
             }
             let existing = self.idx.get(&ip).copied();
@@ -1220,13 +1265,13 @@ impl BanManager {
         let order: Vec<IpNet> = planned.iter().map(|p| p.0).collect();
         for (n, (ip, slot, ticket, bantime, counters, replaces)) in planned.into_iter().enumerate()
         {
-            if let Some(a) = order.get(n + AHEAD) {
+            if let Some(a) = order.get(n + PREFETCH_AHEAD) {
                 self.idx.prefetch(a);
             }
             banlog.push('[');
             banlog.push_str(jail_name);
             banlog.push_str("] Ban ");
-            push_net(&mut banlog, &ip);
+            ip.push_to(&mut banlog);
             banlog.push('\n');
             if actions {
                 let secs = match bantime {
@@ -1608,6 +1653,7 @@ mod tests {
                 ("fd00:f2b::2:0:7".parse().expect("v6"), a, (0, 0)),
                 ("198.18.0.0/24".parse().expect("v4"), b, (5, 300)),
             ],
+            at: vec![0, 2],
         };
         let direct: BanResult =
             serde_json::from_slice(&serde_json::to_vec(&done).expect("encode")).expect("decode");
@@ -1621,21 +1667,54 @@ mod tests {
     }
 
     #[test]
-    fn ban_log_addresses_as_displayed() {
-        for a in [
-            "0.0.0.0",
-            "1.2.3.4",
-            "10.100.255.9",
-            "255.255.255.255",
-            "100.80.0.0/30",
-            "fd00:f2b::9",
-            "fd00:f2b::/64",
-        ] {
-            let ip: IpNet = a.parse().expect("address");
-            let mut s = String::new();
-            push_net(&mut s, &ip);
-            assert_eq!(s, ip.to_string());
+    fn ban_runs_join_only_neighbours_alike() {
+        let mut idx = Index::new();
+        let a = idx.slot("manual", 100, Some(700), &[], 1, 1);
+        let b = idx.slot("manual", 100, Some(700), &[], 2, 1);
+        let ip = |i: u32| IpNet::host(std::net::Ipv4Addr::from(0xc612_0000 + i).into());
+        let done = BansDone {
+            jails: idx.jail_names().to_vec(),
+            bans: vec![
+                (ip(0), a, (0, 0)),
+                (ip(1), a, (0, 0)),
+                (ip(2), a, (0, 0)),
+                // position 3 was a repeat: a gap ends the run
+                (ip(4), a, (0, 0)),
+                (ip(5), b, (0, 0)),
+                (ip(6), b, (1, 60)),
+                (ip(7), b, (1, 60)),
+            ],
+            at: vec![0, 1, 2, 4, 5, 6, 7],
+        };
+        let r = done.runs();
+        let shape: Vec<(u32, u32, u32, u64)> = r
+            .runs
+            .iter()
+            .map(|r| (r.at, r.n, r.ban_count, r.packets))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![(0, 3, 1, 0), (4, 1, 1, 0), (5, 1, 2, 0), (6, 2, 2, 1)]
+        );
+        assert!(
+            r.runs
+                .iter()
+                .all(|r| r.jail == "manual" && r.since == 100 && r.until == Some(700))
+        );
+        // Expanded, the runs are the full answer.
+        let full = done.to_result();
+        let mut k = 0;
+        for run in &r.runs {
+            for _ in 0..run.n {
+                let b = &full.banned[k];
+                assert_eq!(
+                    (b.ban_count, b.packets, b.bytes, b.until),
+                    (run.ban_count, run.packets, run.bytes, run.until)
+                );
+                k += 1;
+            }
         }
+        assert_eq!(k, full.banned.len());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Notify, Semaphore, watch};
 
-use crate::bans::{BanManager, BanRequest, BansDone};
+use crate::bans::{BanManager, BansDone};
 use crate::config::Config;
 
 /// Most connections served at once; further clients wait in the listen backlog.
@@ -225,19 +225,19 @@ impl Control {
                 jail,
                 time,
                 force,
+                compact,
             } => {
-                let req = BanRequest {
-                    ips,
-                    jail,
-                    time,
-                    force,
-                };
                 let r = self
-                    .with_manager(move |m| m.ban(&req))
+                    .with_manager(move |m| {
+                        m.ban_addrs(&ips, jail.as_deref(), time.as_deref(), force)
+                    })
                     .await
                     .and_then(|x| x);
                 self.bans_changed.notify_one();
-                respond(r)
+                match r {
+                    Ok(d) if compact => Response::ok(&d.runs()),
+                    r => respond(r.map(|d| d.to_result())),
+                }
             }
             Request::Unban { ips, all, jail } => {
                 let r = self
@@ -482,6 +482,8 @@ struct BanLine<'a> {
     time: Option<String>,
     #[serde(default)]
     force: bool,
+    #[serde(default)]
+    compact: bool,
 }
 
 /// Applies `line` if it is a well-formed `ban` request and returns the response line
@@ -504,9 +506,14 @@ fn ban_fast(
         Ok(d) => {
             // `Response::ok` would build a JSON tree of every ban first; write the same
             // object straight out instead.
-            let mut out = Vec::with_capacity(64 + 160 * d.len());
+            let mut out = Vec::with_capacity(if req.compact { 256 } else { 64 + 160 * d.len() });
             out.extend_from_slice(br#"{"ok":true,"data":"#);
-            match serde_json::to_writer(&mut out, &d) {
+            let written = if req.compact {
+                serde_json::to_writer(&mut out, &d.runs())
+            } else {
+                serde_json::to_writer(&mut out, &d)
+            };
+            match written {
                 Ok(()) => {
                     out.push(b'}');
                     out

@@ -189,6 +189,11 @@ fn run_files(
     let mut first = true;
     let mut more = false;
     let mut pacer = Pacer::new(jail.realtime, &jail.name);
+    // A ticket's user name is for command actions only: without them, no String per ban.
+    let users = jail
+        .actions
+        .iter()
+        .any(|a| matches!(a, crate::config::Action::Command(_)));
     // `committed`: positions as last committed. A quiet poll that changed them (a file
     // appeared or went away) is committed too, so a restart starts right.
     while !stop.load(Ordering::Relaxed) {
@@ -234,9 +239,11 @@ fn run_files(
                 }
                 old = young.take();
                 std::mem::swap(&mut old_user, &mut young_user);
-                young = Some((f.ip, f.time.unwrap_or(now), f.user.is_some()));
+                young = Some((f.ip, f.time.unwrap_or(now), users && f.user.is_some()));
                 young_user.clear();
-                young_user.push_str(f.user.unwrap_or(""));
+                if users {
+                    young_user.push_str(f.user.unwrap_or(""));
+                }
             });
             for (held, user) in [(&mut old, &old_user), (&mut young, &young_user)] {
                 if let Some((ip, t, u)) = held.take()

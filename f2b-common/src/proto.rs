@@ -35,6 +35,11 @@ pub enum Request {
         /// Allows prefixes shorter than the configured minimum (never /0).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         force: bool,
+        /// Answer with [`BanRuns`] (bans as runs of request positions) instead of
+        /// [`BanResult`]: the asker holds the addresses already, and a bulk ban's answer
+        /// then stays a few hundred bytes instead of ~120 bytes per address.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        compact: bool,
     },
     Unban {
         #[serde(default)]
@@ -128,6 +133,29 @@ pub struct BanResult {
     pub banned: Vec<BanInfo>,
 }
 
+/// A `ban` answer for `compact: true`: what [`BanResult`] says, with each ban's address named
+/// by its position in the request's `ips`. A run is `n` bans at positions `at`, `at + 1`, ...,
+/// `at + n - 1` that share every other [`BanInfo`] field; runs are in request order, and a
+/// position in no run is a repeat of an earlier address of the request (banned once).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BanRuns {
+    pub runs: Vec<BanRun>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BanRun {
+    pub at: u32,
+    pub n: u32,
+    pub jail: String,
+    pub since: u64,
+    pub until: Option<u64>,
+    pub ban_count: u32,
+    #[serde(default)]
+    pub packets: u64,
+    #[serde(default)]
+    pub bytes: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UnbanResult {
     /// Entries removed.
@@ -206,7 +234,8 @@ mod tests {
                 ips: vec!["198.18.0.7".into()],
                 jail: Some("manual".into()),
                 time: Some("1h".into()),
-                force: false
+                force: false,
+                compact: false,
             }
         );
         assert!(r.mutates());

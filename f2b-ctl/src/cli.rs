@@ -168,6 +168,7 @@ impl Command {
                 jail: jail.clone(),
                 time: time.map(|t| t.to_string()),
                 force: *force,
+                compact: true,
             },
             Command::Unban { targets, all, jail } => Request::Unban {
                 ips: normalise(targets),
@@ -233,7 +234,11 @@ fn normalise(targets: &[IpNet]) -> Vec<String> {
     targets
         .iter()
         .filter(|n| seen.insert(**n))
-        .map(|n| n.to_string())
+        .map(|n| {
+            let mut s = String::with_capacity(24);
+            n.push_to(&mut s);
+            s
+        })
         .collect()
 }
 
@@ -343,6 +348,7 @@ mod tests {
                 jail: Some("sshd".into()),
                 time: Some("1h".into()),
                 force: true,
+                compact: true,
             }
         );
         assert_eq!(
@@ -352,6 +358,7 @@ mod tests {
                 jail: None,
                 time: Some("permanent".into()),
                 force: false,
+                compact: true,
             }
         );
     }
@@ -388,6 +395,7 @@ mod tests {
                 jail: None,
                 time: Some("1h".into()),
                 force: false,
+                compact: true,
             }
         );
         // --file alone is enough; without it an address is required.

@@ -20,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use cli::Cli;
 use client::Client;
-use f2b_common::proto::BanResult;
+use f2b_common::proto::{BanResult, BanRuns};
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_REFUSED: u8 = 1;
@@ -45,8 +45,8 @@ pub fn run(cli: &Cli, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
         };
     };
     let client = Client::new(cli.socket_path(), cli.timeout);
-    if let (cli::Command::Ban { .. }, false) = (command, cli.json) {
-        return ban(&client, &req, stdout, stderr);
+    if let cli::Command::Ban { .. } = command {
+        return ban(&client, &req, cli.json, stdout, stderr);
     }
     let data = match client.call(&req) {
         Ok(d) => d,
@@ -68,73 +68,141 @@ pub fn run(cli: &Cli, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
     finish(written, stdout, stderr)
 }
 
-/// `ban` for a person: the answer of a bulk ban lists every address, so it is decoded
-/// straight into [`BanResult`] rather than through a JSON tree (which cost more than the
-/// agent's work for 50k addresses). Any other shape goes the general way.
+/// `ban`: asks for the compact answer ([`BanRuns`], a few runs however many addresses) and
+/// prints each ban from the request's own addresses, for a person or, with `--json`, as the
+/// [`BanResult`] the full answer is. An agent that predates `compact` refuses the field: the
+/// request is sent again without it and the full answer printed ([`ban_full`]).
 fn ban(
     client: &Client,
     req: &f2b_common::proto::Request,
+    json: bool,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> u8 {
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        ok: bool,
-        #[serde(default)]
-        data: Option<BanResult>,
-        #[serde(default)]
-        error: Option<String>,
-    }
-    let fail = |e: client::CtlError, stderr: &mut dyn Write| {
-        let _ = writeln!(stderr, "error: {e}");
-        e.exit_code()
+    let f2b_common::proto::Request::Ban { ips, compact, .. } = req else {
+        return EXIT_USAGE;
     };
     let line = match client.exchange_raw(req) {
         Ok(l) => l,
         Err(e) => return fail(e, stderr),
     };
-    let r = match serde_json::from_slice::<Answer>(&line) {
+    match serde_json::from_slice::<Answer<BanRuns>>(&line) {
         Ok(Answer {
             ok: true,
-            data: Some(d),
+            data: Some(runs),
             ..
-        }) => output::Rendered::text(output::ban(&d, unix_now())),
+        }) => {
+            let text = if json {
+                output::ban_runs_json(ips, &runs).map(|mut s| {
+                    s.push('\n');
+                    s
+                })
+            } else {
+                output::ban_runs(ips, &runs, unix_now())
+            };
+            match text {
+                Ok(t) => finish(stdout.write_all(t.as_bytes()), stdout, stderr),
+                Err(reason) => fail(
+                    client::CtlError::BadResponse {
+                        socket: client.socket().to_path_buf(),
+                        reason,
+                    },
+                    stderr,
+                ),
+            }
+        }
         Ok(Answer {
             ok: false,
             error: Some(e),
             ..
-        }) => return fail(client::CtlError::Refused(e), stderr),
-        _ => {
-            let resp = match client.decode(&line) {
-                Ok(r) => r,
-                Err(e) => return fail(e, stderr),
-            };
-            if !resp.ok {
-                let e = client::CtlError::Refused(
-                    resp.error
-                        .unwrap_or_else(|| "the agent refused without saying why".into()),
-                );
-                return fail(e, stderr);
+        }) if *compact && e.contains("unknown field `compact`") => {
+            let mut full = req.clone();
+            if let f2b_common::proto::Request::Ban { compact, .. } = &mut full {
+                *compact = false;
             }
-            let data = resp.data.unwrap_or(serde_json::Value::Null);
-            output::render(
-                &cli::Command::Ban {
-                    targets: vec![],
-                    jail: None,
-                    time: None,
-                    force: false,
-                    file: None,
-                },
-                &data,
-                unix_now(),
-            )
+            match client.exchange_raw(&full) {
+                Ok(l) => ban_full(client, &l, json, stdout, stderr),
+                Err(e) => fail(e, stderr),
+            }
         }
+        _ => ban_full(client, &line, json, stdout, stderr),
+    }
+}
+
+/// A response line as far as `ban` needs it.
+#[derive(serde::Deserialize)]
+#[serde(bound(deserialize = "T: serde::Deserialize<'de>"))]
+struct Answer<T> {
+    ok: bool,
+    #[serde(default)]
+    data: Option<T>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+fn fail(e: client::CtlError, stderr: &mut dyn Write) -> u8 {
+    let _ = writeln!(stderr, "error: {e}");
+    e.exit_code()
+}
+
+/// Prints a full `ban` answer (or any other response). For a person the answer of a bulk
+/// ban is decoded straight into [`BanResult`] rather than through a JSON tree (which cost
+/// more than the agent's work for 50k addresses). Any other shape goes the general way.
+fn ban_full(
+    client: &Client,
+    line: &[u8],
+    json: bool,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> u8 {
+    if !json {
+        match serde_json::from_slice::<Answer<BanResult>>(line) {
+            Ok(Answer {
+                ok: true,
+                data: Some(d),
+                ..
+            }) => {
+                let text = output::ban(&d, unix_now());
+                return finish(stdout.write_all(text.as_bytes()), stdout, stderr);
+            }
+            Ok(Answer {
+                ok: false,
+                error: Some(e),
+                ..
+            }) => return fail(client::CtlError::Refused(e), stderr),
+            _ => {}
+        }
+    }
+    let resp = match client.decode(line) {
+        Ok(r) => r,
+        Err(e) => return fail(e, stderr),
     };
+    if !resp.ok {
+        let e = client::CtlError::Refused(
+            resp.error
+                .unwrap_or_else(|| "the agent refused without saying why".into()),
+        );
+        return fail(e, stderr);
+    }
+    let data = resp.data.unwrap_or(serde_json::Value::Null);
+    if json {
+        return finish(writeln!(stdout, "{data}"), stdout, stderr);
+    }
+    let r = output::render(
+        &cli::Command::Ban {
+            targets: vec![],
+            jail: None,
+            time: None,
+            force: false,
+            file: None,
+        },
+        &data,
+        unix_now(),
+    );
     for n in &r.notes {
         let _ = writeln!(stderr, "{n}");
     }
-    let written = stdout.write_all(r.stdout.as_bytes());
-    finish(written, stdout, stderr)
+    finish(stdout.write_all(r.stdout.as_bytes()), stdout, stderr)
 }
 
 fn finish(written: std::io::Result<()>, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {

@@ -5,7 +5,7 @@
 
 use f2b_common::counters::NAMES;
 use f2b_common::proto::{
-    BanResult, JailStatus, ListData, PingData, StatsData, StatusData, UnbanResult,
+    BanResult, BanRun, BanRuns, JailStatus, ListData, PingData, StatsData, StatusData, UnbanResult,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -181,23 +181,101 @@ fn jail_status(s: &StatusData, name: &str) -> Result<String, String> {
 }
 
 pub fn ban(r: &BanResult, now: u64) -> String {
-    use std::fmt::Write as _;
-    if r.banned.is_empty() {
-        return "nothing banned\n".into();
+    ban_lines(
+        r.banned
+            .iter()
+            .map(|b| (b.ip.as_str(), b.jail.as_str(), b.until, b.ban_count)),
+        r.banned.len(),
+        now,
+    )
+}
+
+/// [`ban`] for a compact answer: the addresses are the request's `ips`, named by position.
+/// Err when a run names a position the request does not have.
+pub fn ban_runs(ips: &[String], r: &BanRuns, now: u64) -> Result<String, String> {
+    let mut lines = Vec::with_capacity(r.runs.len());
+    for run in &r.runs {
+        lines.push((run_ips(ips, run)?, run));
     }
-    let mut out = String::with_capacity(r.banned.len() * 96);
+    Ok(ban_lines(
+        lines.into_iter().flat_map(|(addrs, run)| {
+            addrs
+                .iter()
+                .map(move |ip| (ip.as_str(), run.jail.as_str(), run.until, run.ban_count))
+        }),
+        r.runs.iter().map(|r| r.n as usize).sum(),
+        now,
+    ))
+}
+
+/// The request addresses of `run`.
+fn run_ips<'a>(ips: &'a [String], run: &BanRun) -> Result<&'a [String], String> {
+    let (at, n) = (run.at as usize, run.n as usize);
+    ips.get(at..at.saturating_add(n)).ok_or_else(|| {
+        format!(
+            "a run of {n} bans at position {at} of a request of {} addresses",
+            ips.len()
+        )
+    })
+}
+
+/// A compact answer as `--json` prints a [`BanResult`] (the agent's full answer, printed
+/// through a JSON tree: keys sorted, one line): `{"banned":[BanInfo...]}`.
+pub fn ban_runs_json(ips: &[String], r: &BanRuns) -> Result<String, String> {
+    #[derive(serde::Serialize)]
+    struct Sorted<'a> {
+        ban_count: u32,
+        bytes: u64,
+        ip: &'a str,
+        jail: &'a str,
+        packets: u64,
+        since: u64,
+        until: Option<u64>,
+    }
+    let mut out = Vec::with_capacity(64 + 128 * ips.len());
+    out.extend_from_slice(br#"{"banned":["#);
+    let mut first = true;
+    for run in &r.runs {
+        for ip in run_ips(ips, run)? {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            let b = Sorted {
+                ban_count: run.ban_count,
+                bytes: run.bytes,
+                ip,
+                jail: &run.jail,
+                packets: run.packets,
+                since: run.since,
+                until: run.until,
+            };
+            serde_json::to_writer(&mut out, &b).map_err(|e| e.to_string())?;
+        }
+    }
+    out.extend_from_slice(b"]}");
+    String::from_utf8(out).map_err(|e| e.to_string())
+}
+
+/// One line per ban: (address, jail, until, ban count).
+fn ban_lines<'a>(
+    bans: impl Iterator<Item = (&'a str, &'a str, Option<u64>, u32)>,
+    count: usize,
+    now: u64,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(count * 96);
     // A bulk ban gives most addresses the same end: format it once per run.
     let mut until: Option<(Option<u64>, String)> = None;
-    for b in &r.banned {
-        if until.as_ref().is_none_or(|u| u.0 != b.until) {
-            until = Some((b.until, until_text(b.until, now)));
+    for (ip, jail, end, count) in bans {
+        if until.as_ref().is_none_or(|u| u.0 != end) {
+            until = Some((end, until_text(end, now)));
         }
         let text = until.as_ref().map_or("", |u| u.1.as_str());
-        let _ = writeln!(
-            out,
-            "banned {} in jail {} {} (ban #{})",
-            b.ip, b.jail, text, b.ban_count
-        );
+        let _ = writeln!(out, "banned {ip} in jail {jail} {text} (ban #{count})");
+    }
+    if out.is_empty() {
+        out.push_str("nothing banned\n");
     }
     out
 }
@@ -571,6 +649,71 @@ mod tests {
             render(&cmd, &data, NOW).stdout,
             "unbanned 198.18.0.7\nnot banned: 198.18.0.9\n"
         );
+    }
+
+    /// A compact answer prints as the full answer it stands for: the same lines for a
+    /// person, the same JSON (as printed from the full answer's tree) for `--json`.
+    #[test]
+    fn ban_runs_print_as_the_full_answer() {
+        let ips: Vec<String> = ["198.18.0.7", "198.18.0.8", "fd00:f2b::/64", "198.18.0.9"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let run = |at, n, jail: &str, until, ban_count, packets| BanRun {
+            at,
+            n,
+            jail: jail.into(),
+            since: NOW - 300,
+            until,
+            ban_count,
+            packets,
+            bytes: packets * 60,
+        };
+        let runs = BanRuns {
+            // Position 2 is no ban (a repeat in the request).
+            runs: vec![
+                run(0, 2, "sshd", Some(NOW + 3600), 2, 0),
+                run(3, 1, "we\"b", None, 1, 7),
+            ],
+        };
+        let full = BanResult {
+            banned: [(0, 0), (1, 0), (3, 1)]
+                .iter()
+                .map(|&(i, r)| {
+                    let r: &BanRun = &runs.runs[r];
+                    f2b_common::proto::BanInfo {
+                        ip: ips[i].clone(),
+                        jail: r.jail.clone(),
+                        since: r.since,
+                        until: r.until,
+                        ban_count: r.ban_count,
+                        packets: r.packets,
+                        bytes: r.bytes,
+                    }
+                })
+                .collect(),
+        };
+        let text = ban_runs(&ips, &runs, NOW).expect("runs in range");
+        assert_eq!(text, ban(&full, NOW));
+        assert!(
+            text.starts_with("banned 198.18.0.7 in jail sshd until "),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 3);
+        let tree = serde_json::to_value(&full).expect("encode").to_string();
+        assert_eq!(ban_runs_json(&ips, &runs).expect("runs in range"), tree);
+        assert_eq!(
+            ban_runs(&ips, &BanRuns { runs: vec![] }, NOW).expect("empty"),
+            "nothing banned\n"
+        );
+        for bad in [
+            run(3, 2, "sshd", None, 1, 0),
+            run(u32::MAX, 2, "sshd", None, 1, 0),
+        ] {
+            let bad = BanRuns { runs: vec![bad] };
+            assert!(ban_runs(&ips, &bad, NOW).is_err());
+            assert!(ban_runs_json(&ips, &bad).is_err());
+        }
     }
 
     fn status_data() -> Value {

@@ -68,40 +68,50 @@ enum Reply {
 /// Listens on `path`, accepts one connection, reads one request line and replies.
 /// The thread returns the request line it read (without the newline).
 fn agent(path: &Path, reply: Reply) -> JoinHandle<String> {
+    let all = agents(path, vec![reply]);
+    thread::spawn(move || all.join().unwrap().remove(0))
+}
+
+/// [`agent`] for one connection per reply, in turn; returns the request lines read.
+fn agents(path: &Path, replies: Vec<Reply>) -> JoinHandle<Vec<String>> {
     let listener = UnixListener::bind(path).unwrap();
     listener.set_nonblocking(true).unwrap();
     thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let stream = loop {
-            match listener.accept() {
-                Ok((s, _)) => break s,
-                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
-                    thread::sleep(Duration::from_millis(10));
+        let mut reqs = Vec::new();
+        for reply in replies {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let stream = loop {
+                match listener.accept() {
+                    Ok((s, _)) => break s,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                        thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => panic!("the client never connected: {e}"),
                 }
-                Err(e) => panic!("the client never connected: {e}"),
+            };
+            stream.set_nonblocking(false).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            assert!(
+                line.ends_with('\n'),
+                "request line not newline-terminated: {line:?}"
+            );
+            let mut stream = reader.into_inner();
+            match reply {
+                Reply::Line(l) => {
+                    stream.write_all(l.as_bytes()).unwrap();
+                    stream.write_all(b"\n").unwrap();
+                }
+                Reply::Silence(d) => thread::sleep(d),
+                Reply::Close => {}
             }
-        };
-        stream.set_nonblocking(false).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let mut reader = BufReader::new(stream);
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        assert!(
-            line.ends_with('\n'),
-            "request line not newline-terminated: {line:?}"
-        );
-        let mut stream = reader.into_inner();
-        match reply {
-            Reply::Line(l) => {
-                stream.write_all(l.as_bytes()).unwrap();
-                stream.write_all(b"\n").unwrap();
-            }
-            Reply::Silence(d) => thread::sleep(d),
-            Reply::Close => {}
+            reqs.push(line.trim_end_matches('\n').to_string());
         }
-        line.trim_end_matches('\n').to_string()
+        reqs
     })
 }
 
@@ -208,7 +218,7 @@ fn ban_sends_normalised_request_and_json_prints_data() {
     );
     assert_eq!(
         req,
-        r#"{"cmd":"ban","ips":["198.18.1.0/24","198.18.0.7"],"jail":"sshd","time":"1h"}"#
+        r#"{"cmd":"ban","ips":["198.18.1.0/24","198.18.0.7"],"jail":"sshd","time":"1h","compact":true}"#
     );
     assert_eq!(code(&out), 0, "{out:?}");
     let printed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -230,7 +240,94 @@ fn ban_human_output() {
             r#"{"ok":true,"data":{"banned":[{"ip":"198.18.0.7","jail":"manual","since":1795000000,"until":null,"ban_count":1}]}}"#.into(),
         ),
     );
-    assert_eq!(req, r#"{"cmd":"ban","ips":["198.18.0.7"],"force":true}"#);
+    assert_eq!(
+        req,
+        r#"{"cmd":"ban","ips":["198.18.0.7"],"force":true,"compact":true}"#
+    );
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert_eq!(
+        stdout(&out),
+        "banned 198.18.0.7 in jail manual permanently (ban #1)\n"
+    );
+}
+
+/// The compact answer names bans by request position; f2b-ctl prints them from the
+/// addresses it sent, as it prints a full answer (text, and `--json` as a BanResult).
+#[test]
+fn ban_compact_answer() {
+    const RUNS: &str = r#"{"ok":true,"data":{"runs":[{"at":0,"n":2,"jail":"manual","since":1795000000,"until":null,"ban_count":1,"packets":0,"bytes":0},{"at":2,"n":1,"jail":"manual","since":1795000000,"until":null,"ban_count":3,"packets":5,"bytes":300}]}}"#;
+    let args = [
+        "ban",
+        "198.18.0.7",
+        "fd00:f2b:0::0009",
+        "198.18.0.8/32",
+        "-t",
+        "permanent",
+    ];
+    let (out, req) = exchange(&args, Reply::Line(RUNS.into()));
+    assert_eq!(
+        req,
+        r#"{"cmd":"ban","ips":["198.18.0.7","fd00:f2b::9","198.18.0.8"],"time":"permanent","compact":true}"#
+    );
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert_eq!(
+        stdout(&out),
+        "banned 198.18.0.7 in jail manual permanently (ban #1)\n\
+         banned fd00:f2b::9 in jail manual permanently (ban #1)\n\
+         banned 198.18.0.8 in jail manual permanently (ban #3)\n"
+    );
+    let mut json = args.to_vec();
+    json.push("--json");
+    let (out, _) = exchange(&json, Reply::Line(RUNS.into()));
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert_eq!(
+        stdout(&out),
+        r#"{"banned":[{"ban_count":1,"bytes":0,"ip":"198.18.0.7","jail":"manual","packets":0,"since":1795000000,"until":null},{"ban_count":1,"bytes":0,"ip":"fd00:f2b::9","jail":"manual","packets":0,"since":1795000000,"until":null},{"ban_count":3,"bytes":300,"ip":"198.18.0.8","jail":"manual","packets":5,"since":1795000000,"until":null}]}"#.to_string()
+            + "\n"
+    );
+    // A run past the request's addresses is not an answer to it.
+    let (out, _) = exchange(
+        &["ban", "198.18.0.7"],
+        Reply::Line(
+            r#"{"ok":true,"data":{"runs":[{"at":0,"n":2,"jail":"manual","since":1,"until":null,"ban_count":1}]}}"#.into(),
+        ),
+    );
+    assert_eq!(code(&out), 1, "{out:?}");
+    assert!(
+        stderr(&out).contains("invalid response"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "");
+}
+
+/// An agent from before `compact` refuses the field; f2b-ctl asks again without it and
+/// prints the full answer.
+#[test]
+fn ban_falls_back_for_an_agent_without_compact() {
+    let dir = TempDir::new();
+    let sock = dir.sock();
+    let server = agents(
+        &sock,
+        vec![
+            Reply::Line(
+                r#"{"ok":false,"error":"bad request: unknown field `compact`, expected one of `ips`, `jail`, `time`, `force`"}"#.into(),
+            ),
+            Reply::Line(
+                r#"{"ok":true,"data":{"banned":[{"ip":"198.18.0.7","jail":"manual","since":1795000000,"until":null,"ban_count":1}]}}"#.into(),
+            ),
+        ],
+    );
+    let sock_s = sock.to_str().unwrap().to_string();
+    let out = ctl(&["ban", "198.18.0.7", "--socket", &sock_s]);
+    let reqs = server.join().unwrap();
+    assert_eq!(
+        reqs,
+        vec![
+            r#"{"cmd":"ban","ips":["198.18.0.7"],"compact":true}"#.to_string(),
+            r#"{"cmd":"ban","ips":["198.18.0.7"]}"#.to_string()
+        ]
+    );
     assert_eq!(code(&out), 0, "{out:?}");
     assert_eq!(
         stdout(&out),

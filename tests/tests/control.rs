@@ -79,3 +79,84 @@ fn many_concurrent_clients_are_all_answered() -> Result<()> {
     );
     fx.pass()
 }
+
+/// A `compact` ban answer names each ban by its position in the request (a repeated address
+/// is banned once and has no position of its own), in runs whose fields are what `list`
+/// then shows; f2b-ctl prints the same bans from it.
+#[test]
+fn compact_ban_answer_names_request_positions() -> Result<()> {
+    skip_unless_capable!("compact_ban_answer_names_request_positions");
+    let fx = Fixture::start("ctl-compact", &TestConfig::default())?;
+    let conn = UnixStream::connect(fx.agent.socket())?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut rd = BufReader::new(conn.try_clone()?);
+    let mut w = conn;
+    let mut ask = |req: &str| -> Result<Value> {
+        w.write_all(format!("{req}\n").as_bytes())?;
+        let mut line = String::new();
+        rd.read_line(&mut line)?;
+        Ok(serde_json::from_str(&line)?)
+    };
+    let v = ask(r#"{"cmd":"ban","ips":["198.18.0.9"],"time":"1h"}"#)?;
+    assert_eq!(v["ok"], true, "{v}");
+    let ips = [
+        "198.18.0.7",
+        "198.18.0.8",
+        "198.18.0.7",
+        "198.18.0.9",
+        "198.18.0.10",
+    ];
+    let req = serde_json::json!({"cmd": "ban", "ips": ips, "time": "2h", "compact": true});
+    let v = ask(&req.to_string())?;
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["data"].get("banned").is_none(), "{v}");
+    let runs = v["data"]["runs"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no runs: {v}"))?;
+    let list = fx.agent.ctl_json(&["list"])?;
+    let listed = |ip: &str| {
+        list["bans"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["ip"] == ip).cloned())
+    };
+    let mut positions = Vec::new();
+    for r in runs {
+        let (at, n) = (
+            r["at"].as_u64().unwrap_or(99) as usize,
+            r["n"].as_u64().unwrap_or(0) as usize,
+        );
+        for (p, ip) in ips.iter().enumerate().skip(at).take(n) {
+            positions.push(p);
+            let b = listed(ip).ok_or_else(|| anyhow!("{ip} not listed"))?;
+            for field in ["jail", "since", "until", "ban_count"] {
+                assert_eq!(b[field], r[field], "{field} of {ip}: run {r}");
+            }
+        }
+    }
+    assert_eq!(positions, vec![0, 1, 3, 4]);
+    // A refused compact request answers an error and changes nothing.
+    let v = ask(r#"{"cmd":"ban","ips":["198.18.0.11","nope"],"compact":true}"#)?;
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(listed("198.18.0.11").is_none());
+    assert_eq!(fx.agent.banned()?.len(), 4);
+    // f2b-ctl asks for the compact answer and prints every ban from it.
+    let out = fx
+        .agent
+        .ctl(&["ban", "198.18.0.12", "198.18.0.13/32", "198.18.0.12"])?;
+    assert_eq!(out.code, 0, "{out}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("banned 198.18.0.12 in jail manual until "),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("banned 198.18.0.13 in jail manual until "),
+        "{out}"
+    );
+    let v = fx.agent.ctl_json(&["ban", "198.18.0.14"])?;
+    assert_eq!(v["banned"][0]["ip"], "198.18.0.14", "{v}");
+    assert_eq!(v["banned"][0]["jail"], "manual", "{v}");
+    assert_eq!(v["banned"][0]["packets"], 0, "{v}");
+    fx.pass()
+}

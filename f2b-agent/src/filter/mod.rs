@@ -46,6 +46,9 @@ use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, PatternSet, meta};
 use serde::Deserialize;
 
+// The in-place address readers live with IpNet (f2b-ctl and the ban path use them too).
+use f2b_common::net::{parse_v4, parse_v6_hex};
+
 use date::{DateMode, Tz};
 use pattern::Role;
 
@@ -1436,75 +1439,6 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
     match s.parse::<IpAddr>().ok()? {
         IpAddr::V6(v6) => Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)),
         v4 => Some(v4),
-    }
-}
-
-/// A dotted quad as `Ipv4Addr::from_str` reads it: four decimal octets of 1 to 3 digits,
-/// at most 255, no leading zero.
-fn parse_v4(b: &[u8]) -> Option<std::net::Ipv4Addr> {
-    let mut o = [0u8; 4];
-    let mut i = 0;
-    for (k, slot) in o.iter_mut().enumerate() {
-        if k > 0 {
-            if b.get(i) != Some(&b'.') {
-                return None;
-            }
-            i += 1;
-        }
-        let start = i;
-        let mut v = 0u32;
-        while i < b.len() && i - start < 3 && b[i].is_ascii_digit() {
-            v = v * 10 + u32::from(b[i] - b'0');
-            i += 1;
-        }
-        if i == start || v > 255 || (i - start > 1 && b[start] == b'0') {
-            return None;
-        }
-        *slot = v as u8;
-    }
-    (i == b.len()).then(|| std::net::Ipv4Addr::from(o))
-}
-
-/// IPv6 of hex groups as `Ipv6Addr::from_str` reads it (the caller has checked that `b` is
-/// only hex digits and colons): groups of 1 to 4 hex digits separated by `:`, either 8 of
-/// them or at most 7 around one `::`.
-fn parse_v6_hex(b: &[u8]) -> Option<std::net::Ipv6Addr> {
-    fn groups(part: &[u8], out: &mut [u16; 8], n: &mut usize) -> Option<()> {
-        if part.is_empty() {
-            return Some(());
-        }
-        for g in part.split(|&c| c == b':') {
-            if g.is_empty() || g.len() > 4 || *n == 8 {
-                return None;
-            }
-            let mut v = 0u16;
-            for &c in g {
-                v = v << 4 | char::from(c).to_digit(16)? as u16;
-            }
-            out[*n] = v;
-            *n += 1;
-        }
-        Some(())
-    }
-    let (head, tail) = match b.windows(2).position(|w| w == b"::") {
-        Some(i) => (&b[..i], Some(&b[i + 2..])),
-        None => (b, None),
-    };
-    let mut h = [0u16; 8];
-    let mut hn = 0;
-    groups(head, &mut h, &mut hn)?;
-    match tail {
-        None => (hn == 8).then(|| std::net::Ipv6Addr::from(h)),
-        Some(tail) => {
-            let mut t = [0u16; 8];
-            let mut tn = 0;
-            groups(tail, &mut t, &mut tn)?;
-            if hn + tn > 7 {
-                return None;
-            }
-            h[8 - tn..].copy_from_slice(&t[..tn]);
-            Some(std::net::Ipv6Addr::from(h))
-        }
     }
 }
 

@@ -192,6 +192,9 @@ struct Compiled {
     /// Necessary conditions for a match at the start of a text, checked before the
     /// backtracker is tried there: it starts with one of these (None: no such set)...
     starts: Option<Vec<Vec<u8>>>,
+    /// The first bytes of `starts` as a bit set (all bytes when there are none): one load
+    /// rules out most patterns before any literal is compared.
+    first_bytes: [u64; 4],
     /// ... and contains these literals in this order.
     runs: Vec<memchr::memmem::Finder<'static>>,
     /// The capture-free tail checked by a reverse DFA and the head whose captures are taken
@@ -218,6 +221,15 @@ impl Compiled {
             .build(regex.as_str())
             .ok();
         let starts = pattern::prefix_literals(regex.as_str());
+        let mut first_bytes = [0u64; 4];
+        match &starts {
+            Some(s) => {
+                for b in s.iter().filter_map(|l| l.first()) {
+                    first_bytes[usize::from(b >> 6)] |= 1 << (b & 63);
+                }
+            }
+            None => first_bytes = [u64::MAX; 4],
+        }
         let runs = pattern::ordered_runs(regex.as_str())
             .iter()
             .map(|r| memchr::memmem::Finder::new(r).into_owned())
@@ -241,6 +253,7 @@ impl Compiled {
             bt,
             abt,
             starts,
+            first_bytes,
             runs,
             raw_runs,
             host: vec![],
@@ -272,6 +285,10 @@ impl Compiled {
     /// `runs_seen`: the runs were found in the raw line already, and are not looked for again
     /// (this only orders the work: the pattern itself decides).
     fn may_match_at_start(&self, t: &[u8], runs_seen: bool) -> bool {
+        let first = |b: &u8| self.first_bytes[usize::from(b >> 6)] >> (b & 63) & 1 == 1;
+        if self.starts.is_some() && !t.first().is_some_and(first) {
+            return false;
+        }
         if let Some(s) = &self.starts
             && !s.iter().any(|l| t.starts_with(l))
         {

@@ -1470,6 +1470,11 @@ fn item<'a>(path: Vec<&'a str>, i: usize, what: &str, n: usize) -> Origin<'a> {
 
 /// The address in a `<HOST>` capture: IPv4, IPv6, IPv4-mapped IPv6 (given as IPv4).
 fn parse_ip(s: &str) -> Option<IpAddr> {
+    // Most hosts are plain IPv4: read in one pass before anything else is looked at (the
+    // checks below would send such a host to the same reader).
+    if let Some(v4) = parse_v4(s.as_bytes()) {
+        return Some(IpAddr::V4(v4));
+    }
     // Byte-wise `trim_start_matches('[')` / `trim_end_matches(']')` (the char-pattern forms
     // cost more than the IPv4 read below).
     let b = s.as_bytes();

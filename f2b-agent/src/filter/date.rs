@@ -273,6 +273,22 @@ fn try_digit_formats(
     only: Option<Format>,
     near_start: bool,
 ) -> Option<(Stamp, usize)> {
+    // What each format needs of the digit run at `i` and the byte after it (a necessary
+    // condition only): most digits in a line (addresses, ids) fit none, and skip the tries.
+    let n = b[i..]
+        .iter()
+        .take(12)
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    let c = byte_at(b, i + n);
+    let fits = (n == 4 && matches!(c, b'-' | b'/'))
+        || (n <= 2 && matches!(c, b'/' | b'-'))
+        || (n == 6 && c == b' ')
+        || n == 10
+        || n == 11;
+    if !fits {
+        return None;
+    }
     let want = |f: Format| only.is_none() || only == Some(f);
     if want(Format::Iso8601)
         && let Some((f, e)) = parse_iso(b, i)

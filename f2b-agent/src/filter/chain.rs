@@ -14,9 +14,11 @@
 
 use regex_automata::dfa::{Automaton, dense};
 use regex_automata::nfa::thompson::{self, backtrack::BoundedBacktracker};
+use regex_automata::util::primitives::StateID;
+use regex_automata::util::start;
 use regex_automata::{Anchored, Input};
 
-use super::pattern::{self, ChainPart};
+use super::pattern::{self, ChainPart, HostForm};
 use super::{BtSlot, DENSE_LIMIT, ascii_dense, ascii_syntax, bt_for};
 
 #[derive(Debug, Clone)]
@@ -30,7 +32,11 @@ enum Step {
         dfa: Box<dense::DFA<Vec<u32>>>,
         group: Option<usize>,
         inner: Option<Inner>,
+        skip: Option<Box<Skip>>,
     },
+    /// A `<HOST>` group: its end read by [`host_end`], which gives what the group's DFA
+    /// would (its leftmost-first match), without stepping a DFA of a few hundred states.
+    Host { group: usize, form: HostForm },
     Lazy {
         group: Option<usize>,
         min: usize,
@@ -49,6 +55,66 @@ enum LazyEnd {
     /// with it, so when the steps after succeed from there, no earlier end could have
     /// matched; when they do not, the backtracker decides.
     Lit(Box<memchr::memmem::Finder<'static>>),
+}
+
+/// A literal every match of a forward step starts with, and the step's DFA state after it
+/// from each kind of start (see [`start_class`]; None: a special state on the way, so the
+/// DFA is stepped over the literal). The literal is compared instead of stepped over.
+#[derive(Debug, Clone)]
+pub(super) struct Skip {
+    lit: Vec<u8>,
+    after: [Option<StateID>; 5],
+}
+
+/// Which start state an anchored search at `pos` of `t` begins in, by the byte before it (as
+/// the DFA's own start map has it: checked when a [`Skip`] is built): none, `\n`, `\r`, a
+/// word byte, another byte.
+fn start_class(t: &[u8], pos: usize) -> usize {
+    match pos.checked_sub(1).map(|i| t[i]) {
+        None => 0,
+        Some(b'\n') => 1,
+        Some(b'\r') => 2,
+        Some(b) if b.is_ascii_alphanumeric() || b == b'_' => 3,
+        Some(_) => 4,
+    }
+}
+
+/// A look-behind byte of each [`start_class`].
+const CLASS_BYTES: [Option<u8>; 5] = [None, Some(b'\n'), Some(b'\r'), Some(b'a'), Some(b' ')];
+
+impl Skip {
+    fn new(dfa: &dense::DFA<Vec<u32>>, lit: Vec<u8>) -> Option<Skip> {
+        let start = |lb: Option<u8>| {
+            dfa.start_state(&start::Config::new().anchored(Anchored::Yes).look_behind(lb))
+                .ok()
+        };
+        // The class of every byte must lead to the start state its representative does.
+        let reps: Vec<Option<StateID>> = CLASS_BYTES.iter().map(|&b| start(b)).collect();
+        for b in 0..=255u8 {
+            if start(Some(b)) != reps[start_class(&[b], 1)] {
+                return None;
+            }
+        }
+        let mut after = [None; 5];
+        for (slot, s) in after.iter_mut().zip(&reps) {
+            let Some(mut sid) = *s else { continue };
+            if dfa.is_special_state(sid) {
+                continue;
+            }
+            let mut ok = true;
+            for &b in &lit {
+                sid = dfa.next_state(sid, b);
+                if dfa.is_special_state(sid) {
+                    ok = false;
+                    break;
+                }
+            }
+            if ok {
+                *slot = Some(sid);
+            }
+        }
+        Some(Skip { lit, after })
+    }
 }
 
 /// Captures nested in a step: `(?:S)$` on the step's span, and which of its groups is which
@@ -92,6 +158,15 @@ impl Chain {
             steps.push(match p {
                 ChainPart::Fwd {
                     regex,
+                    group: Some(g),
+                    captures: false,
+                    ..
+                } if pattern::host_form(&regex).is_some() => Step::Host {
+                    group: g,
+                    form: pattern::host_form(&regex)?,
+                },
+                ChainPart::Fwd {
+                    regex,
                     group,
                     captures,
                     needles,
@@ -123,10 +198,15 @@ impl Chain {
                     } else {
                         None
                     };
+                    let dfa = ascii_dense(&regex)?;
+                    let skip = pattern::literal_prefix(&regex)
+                        .and_then(|l| Skip::new(&dfa, l))
+                        .map(Box::new);
                     Step::Fwd {
-                        dfa: Box::new(ascii_dense(&regex)?),
+                        dfa: Box::new(dfa),
                         group,
                         inner,
+                        skip,
                     }
                 }
                 ChainPart::Lazy {
@@ -167,8 +247,24 @@ impl Chain {
         let mut pos = 0;
         for (k, step) in self.steps.iter().enumerate() {
             match step {
-                Step::Fwd { dfa, group, inner } => {
-                    let e = match first_end(dfa, t, pos) {
+                Step::Host { group, form } => {
+                    let Some(e) = host_end(*form, t, pos) else {
+                        return if k == 0 {
+                            Outcome::NoMatch
+                        } else {
+                            Outcome::Unknown
+                        };
+                    };
+                    spans[*group] = Some((pos, e));
+                    pos = e;
+                }
+                Step::Fwd {
+                    dfa,
+                    group,
+                    inner,
+                    skip,
+                } => {
+                    let e = match first_end(dfa, t, pos, skip.as_deref()) {
                         Some(Some(e)) => e,
                         Some(None) if k == 0 => return Outcome::NoMatch,
                         _ => return Outcome::Unknown,
@@ -232,32 +328,132 @@ impl Chain {
 /// match, None the DFA gave up. Stepped by hand (as `try_search_fwd` does, without its
 /// per-call set-up): a match state after the byte at `at` means a match ending at `at`, and
 /// a leftmost-first DFA dies once no higher-priority match can follow, so the last match
-/// seen is the one.
-fn first_end(dfa: &dense::DFA<Vec<u32>>, t: &[u8], pos: usize) -> Option<Option<usize>> {
-    let input = Input::new(t).range(pos..).anchored(Anchored::Yes);
-    let mut sid = dfa.start_state_forward(&input).ok()?;
-    let mut last = None;
-    if dfa.is_dead_state(sid) {
-        return Some(None);
+/// seen is the one. An accelerated state (it loops on all but a few bytes) skips to the next
+/// of those bytes, as the library's search does. With a [`Skip`], its literal is compared
+/// rather than stepped over.
+pub(super) fn first_end(
+    dfa: &dense::DFA<Vec<u32>>,
+    t: &[u8],
+    pos: usize,
+    skip: Option<&Skip>,
+) -> Option<Option<usize>> {
+    let mut at = pos;
+    let mut sid = None;
+    if let Some(sk) = skip {
+        if !t[pos..].starts_with(&sk.lit) {
+            // Every match starts with it.
+            return Some(None);
+        }
+        if let Some(s) = sk.after[start_class(t, pos)] {
+            sid = Some(s);
+            at = pos + sk.lit.len();
+        }
     }
-    for (i, &b) in t[pos..].iter().enumerate() {
-        // SAFETY: `sid` is always a state of this DFA (its start state or a transition's
-        // target), which is all next_state_unchecked asks.
-        sid = unsafe { dfa.next_state_unchecked(sid, b) };
+    let mut sid = match sid {
+        Some(s) => s,
+        None => {
+            let input = Input::new(t).range(pos..).anchored(Anchored::Yes);
+            let s = dfa.start_state_forward(&input).ok()?;
+            if dfa.is_dead_state(s) {
+                return Some(None);
+            }
+            s
+        }
+    };
+    let mut last = None;
+    while at < t.len() {
+        // SAFETY: `sid` is always a state of this DFA (its start state, a state a Skip
+        // reached from one, or a transition's target), which is all next_state_unchecked
+        // asks; `at < t.len()`.
+        sid = unsafe { dfa.next_state_unchecked(sid, *t.get_unchecked(at)) };
         if dfa.is_special_state(sid) {
             if dfa.is_match_state(sid) {
-                last = Some(pos + i);
+                last = Some(at);
             } else if dfa.is_dead_state(sid) {
                 return Some(last);
             } else if dfa.is_quit_state(sid) {
                 return None;
             }
+            if dfa.is_accel_state(sid) {
+                at = accel_find(dfa.accelerator(sid), t, at + 1);
+                continue;
+            }
         }
+        at += 1;
     }
     if dfa.is_match_state(dfa.next_eoi_state(sid)) {
         last = Some(t.len());
     }
     Some(last)
+}
+
+/// The first position at or after `from` holding one of `needles` (1 to 3 bytes), else the
+/// end of `t`.
+fn accel_find(needles: &[u8], t: &[u8], from: usize) -> usize {
+    let hay = t.get(from..).unwrap_or(&[]);
+    let i = match *needles {
+        [a] => memchr::memchr(a, hay),
+        [a, b] => memchr::memchr2(a, b, hay),
+        [a, b, c] => memchr::memchr3(a, b, c, hay),
+        _ => None,
+    };
+    i.map_or(t.len(), |i| from + i)
+}
+
+/// Where the leftmost-first match of a `<HOST>` group's regex (pattern.rs: IPv4 first, then
+/// IPv6; or one of them) starting at `pos` ends; None: no match. Each repetition there is
+/// deterministic (a run of digits or hex digits, then a `.` or `:` that is neither), so
+/// the highest-priority path is read straight off the text: as many digits as a part
+/// takes, then its separator; the IPv6 form takes as many `group:` as it can (2 to 7),
+/// then an IPv4 or 1 to 4 hex digits or nothing. Held to the group's DFA by a test.
+pub(super) fn host_end(form: HostForm, t: &[u8], pos: usize) -> Option<usize> {
+    match form {
+        HostForm::V4 => v4_end(t, pos),
+        HostForm::V6 => v6_end(t, pos),
+        HostForm::Any => v4_end(t, pos).or_else(|| v6_end(t, pos)),
+    }
+}
+
+/// Up to `max` bytes of `t` from `i` that satisfy `f`: how many.
+fn run_len(t: &[u8], i: usize, max: usize, f: impl Fn(u8) -> bool) -> usize {
+    t.get(i..)
+        .unwrap_or(&[])
+        .iter()
+        .take(max)
+        .take_while(|&&c| f(c))
+        .count()
+}
+
+/// `(?:[0-9]{1,3}\.){3}[0-9]{1,3}`
+fn v4_end(t: &[u8], pos: usize) -> Option<usize> {
+    let mut i = pos;
+    for _ in 0..3 {
+        let n = run_len(t, i, 3, |c| c.is_ascii_digit());
+        if n == 0 || t.get(i + n) != Some(&b'.') {
+            return None;
+        }
+        i += n + 1;
+    }
+    let n = run_len(t, i, 3, |c| c.is_ascii_digit());
+    (n > 0).then_some(i + n)
+}
+
+/// `(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?`
+fn v6_end(t: &[u8], pos: usize) -> Option<usize> {
+    let mut i = pos;
+    let mut groups = 0;
+    while groups < 7 {
+        let n = run_len(t, i, 4, |c| c.is_ascii_hexdigit());
+        if t.get(i + n) != Some(&b':') {
+            break;
+        }
+        i += n + 1;
+        groups += 1;
+    }
+    if groups < 2 {
+        return None;
+    }
+    Some(v4_end(t, i).unwrap_or_else(|| i + run_len(t, i, 4, |c| c.is_ascii_hexdigit())))
 }
 
 /// A reverse DFA of `pattern` (which ends with `$`) reporting every match, anchored at the
@@ -306,4 +502,134 @@ fn leftmost_rest(rev: &dense::DFA<Vec<u32>>, t: &[u8], from: usize) -> Option<us
         found = Some(0);
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::pattern::{IPV4, IPV6};
+
+    /// Seeded xorshift64: the same strings on every run.
+    fn rng(mut s: u64) -> impl FnMut() -> u64 {
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        }
+    }
+
+    /// Random texts over the bytes that matter to addresses (digits, hex letters, `.`,
+    /// `:`, brackets, space, a letter that is not hex), with real addresses mixed in.
+    fn texts(n: usize) -> Vec<Vec<u8>> {
+        const B: &[u8] = b"0123456789abcdefABCDEF.:.::[] xg1";
+        const REAL: [&str; 8] = [
+            "198.18.0.1",
+            "2001:db8::1",
+            "::ffff:198.18.0.9",
+            "1:2:3:4:5:6:7:8",
+            "fe80::1:2:3:4:5:6:7",
+            "1.2.3.4.5",
+            "255.255.255.2555",
+            "1:2:3:4:5:6:7:8:9",
+        ];
+        let mut next = rng(0x9e37_79b9_7f4a_7c15);
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut t = Vec::new();
+            if next().is_multiple_of(2) {
+                t.extend_from_slice(REAL[(next() % REAL.len() as u64) as usize].as_bytes());
+                for _ in 0..next() % 3 {
+                    let i = (next() % (t.len() as u64 + 1)) as usize;
+                    t.insert(i, B[(next() % B.len() as u64) as usize]);
+                }
+            } else {
+                for _ in 0..next() % 40 {
+                    t.push(B[(next() % B.len() as u64) as usize]);
+                }
+            }
+            out.push(t);
+        }
+        out
+    }
+
+    /// The hand-read `<HOST>` end is the group DFA's leftmost-first end, at every start of
+    /// many texts, for each address form.
+    #[test]
+    fn host_end_is_the_dfas() {
+        let forms = [
+            (format!("{IPV4}|{IPV6}"), HostForm::Any),
+            (IPV4.to_string(), HostForm::V4),
+            (IPV6.to_string(), HostForm::V6),
+        ];
+        let texts = texts(20_000);
+        for (re, form) in forms {
+            let dfa = ascii_dense(&re).unwrap();
+            let (mut some, mut none) = (0, 0);
+            for t in &texts {
+                for pos in 0..=t.len() {
+                    let want = first_end(&dfa, t, pos, None).unwrap();
+                    let got = host_end(form, t, pos);
+                    assert_eq!(
+                        got,
+                        want,
+                        "{form:?} {:?} at {pos}",
+                        String::from_utf8_lossy(t)
+                    );
+                    if got.is_some() { some += 1 } else { none += 1 }
+                }
+            }
+            assert!(
+                some > 5_000 && none > 10_000,
+                "{form:?}: {some} matches, {none} not"
+            );
+        }
+    }
+
+    /// Steps with a literal prefix compare it instead of stepping over it and still end
+    /// where the plain DFA ends, whatever byte precedes them.
+    #[test]
+    fn skipped_literal_gives_the_same_end() {
+        let steps = [
+            r"(?:\A(?:Failed ))",
+            r"(?:(?: from )\[?)",
+            r"(?:\A(?:Received disconnect from )\[?)",
+            r"(?:, client: )\[?",
+            r"\bport (?:\d+|x)\b",
+            r"(?m:^ab)c*",
+        ];
+        const B: &[u8] = b"Failed from [ port 12 x\n\r:,clientab";
+        let mut next = rng(0x2545_f491_4f6c_dd1d);
+        let mut skips = 0;
+        for re in steps {
+            let dfa = ascii_dense(re).unwrap();
+            let Some(lit) = pattern::literal_prefix(re) else {
+                continue;
+            };
+            let Some(skip) = Skip::new(&dfa, lit.clone()) else {
+                continue;
+            };
+            skips += 1;
+            for _ in 0..20_000 {
+                let mut t = Vec::new();
+                for _ in 0..next() % 6 {
+                    t.push(B[(next() % B.len() as u64) as usize]);
+                }
+                let pos = t.len();
+                if !next().is_multiple_of(4) {
+                    t.extend_from_slice(&lit);
+                }
+                for _ in 0..next() % 12 {
+                    t.push(B[(next() % B.len() as u64) as usize]);
+                }
+                assert_eq!(
+                    first_end(&dfa, &t, pos, Some(&skip)),
+                    first_end(&dfa, &t, pos, None),
+                    "{re} on {:?} at {pos}",
+                    String::from_utf8_lossy(&t)
+                );
+            }
+        }
+        assert!(skips >= 5, "{skips}");
+    }
 }

@@ -162,6 +162,71 @@ impl DateMode {
 
 /// Leftmost timestamp of any (or one) known format.
 fn scan(b: &[u8], only: Option<Format>, tz: Tz, now: i64) -> Option<Found> {
+    // A syslog stamp at the line start: lines come in time order, many with the same stamp
+    // (and host after it), so the last one's bytes are compared first.
+    let syslog_first = b.first().is_some_and(u8::is_ascii_uppercase)
+        && matches!(only, None | Some(Format::Syslog));
+    if syslog_first
+        && let Ok(Some(f)) = LAST_STAMP.try_with(|c| {
+            let c = c.get();
+            (c.tz == tz && c.now == now && c.len > 0 && b.get(..c.len) == Some(&c.bytes[..c.len]))
+                .then_some(c.found)
+        })
+    {
+        return Some(f);
+    }
+    let found = scan_uncached(b, only, tz, now);
+    if syslog_first
+        && let Some(f) = found
+        && f.start == 0
+    {
+        // parse_syslog reads at most 6 bytes past the stamp (a year after the time): the
+        // same bytes up to there are the same stamp.
+        let len = f.end + 6;
+        if let Some(src) = b.get(..len).filter(|_| len <= STAMP_BYTES) {
+            let mut bytes = [0u8; STAMP_BYTES];
+            bytes[..len].copy_from_slice(src);
+            let _ = LAST_STAMP.try_with(|c| {
+                c.set(LastStamp {
+                    bytes,
+                    len,
+                    tz,
+                    now,
+                    found: f,
+                })
+            });
+        }
+    }
+    found
+}
+
+/// Most bytes a cached syslog stamp (with what follows it that the parse looks at) takes.
+const STAMP_BYTES: usize = 48;
+
+/// The last syslog stamp found at a line start: the line's first `len` bytes, and what was
+/// found there with this zone and `now`.
+#[derive(Clone, Copy)]
+struct LastStamp {
+    bytes: [u8; STAMP_BYTES],
+    len: usize,
+    tz: Tz,
+    now: i64,
+    found: Found,
+}
+
+thread_local! {
+    static LAST_STAMP: Cell<LastStamp> = const {
+        Cell::new(LastStamp {
+            bytes: [0; STAMP_BYTES],
+            len: 0,
+            tz: Tz::Fixed(0),
+            now: 0,
+            found: Found { start: 0, end: 0, time: 0 },
+        })
+    };
+}
+
+fn scan_uncached(b: &[u8], only: Option<Format>, tz: Tz, now: i64) -> Option<Found> {
     for i in 0..b.len() {
         let c = b[i];
         // Stamps start at a word start: the line start or after a non-alphanumeric byte.
@@ -208,6 +273,22 @@ fn try_digit_formats(
     only: Option<Format>,
     near_start: bool,
 ) -> Option<(Stamp, usize)> {
+    // What each format needs of the digit run at `i` and the byte after it (a necessary
+    // condition only): most digits in a line (addresses, ids) fit none, and skip the tries.
+    let n = b[i..]
+        .iter()
+        .take(12)
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    let c = byte_at(b, i + n);
+    let fits = (n == 4 && matches!(c, b'-' | b'/'))
+        || (n <= 2 && matches!(c, b'/' | b'-'))
+        || (n == 6 && c == b' ')
+        || n == 10
+        || n == 11;
+    if !fits {
+        return None;
+    }
     let want = |f: Format| only.is_none() || only == Some(f);
     if want(Format::Iso8601)
         && let Some((f, e)) = parse_iso(b, i)
@@ -775,6 +856,52 @@ mod tests {
         DateMode::Auto
             .find(line, UTC, NOW)
             .map(|f| (line[f.start..f.end].to_string(), f.time))
+    }
+
+    /// The cached syslog stamp gives what a fresh scan gives, line after line, when the
+    /// next line shares the stamp's bytes but not what follows it (a year, a fraction, a
+    /// digit), or changes the zone or `now`.
+    #[test]
+    fn cached_stamp_is_a_fresh_scan() {
+        let lines = [
+            "Nov 22 04:16:03 web1 sshd[1]: x",
+            "Nov 22 04:16:03 2025 web1 sshd[1]: x",
+            "Nov 22 04:16:03 20251 web1",
+            "Nov 22 04:16:03.5 web1 sshd[1]: x",
+            "Nov 22 04:16:03,25 web1",
+            "Nov 22 04:16:03 web2 sshd[1]: x",
+            "Nov 22 04:16:04 web1 sshd[1]: x",
+            "Nov 22 04:16:03",
+            "Nov 22 04:16:03 w",
+            "Sun Nov 22 04:16:03 2026 web1",
+            "Sun Nov 22 04:16:03.123456 2026 web1 x",
+            "Nov 22 04:16:0 web1 sshd[1]: x",
+            "Dec 31 23:59:59 web1 sshd[1]: x",
+            "November 22 04:16:03 web1",
+        ];
+        let zones = [UTC, Tz::Fixed(3600)];
+        let nows = [NOW, NOW + 86_400 * 40];
+        let mut next = {
+            let mut s = 0x2545_f491_4f6c_dd1du64;
+            move || {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s
+            }
+        };
+        let mut hits = 0;
+        for _ in 0..20_000 {
+            let line = lines[(next() % lines.len() as u64) as usize];
+            let tz = zones[(next() % 4 == 0) as usize];
+            let now = nows[(next() % 4 == 0) as usize];
+            let before = LAST_STAMP.with(Cell::get);
+            let got = scan(line.as_bytes(), None, tz, now);
+            let after = LAST_STAMP.with(Cell::get);
+            hits += usize::from(before.len > 0 && before.bytes == after.bytes && got.is_some());
+            assert_eq!(got, scan_uncached(line.as_bytes(), None, tz, now), "{line}");
+        }
+        assert!(hits > 1_000, "{hits}");
     }
 
     #[test]

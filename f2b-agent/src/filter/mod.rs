@@ -195,6 +195,9 @@ struct Compiled {
     /// Necessary conditions for a match at the start of a text, checked before the
     /// backtracker is tried there: it starts with one of these (None: no such set)...
     starts: Option<Vec<Vec<u8>>>,
+    /// The first bytes of `starts` as a bit set (all bytes when there are none): one load
+    /// rules out most patterns before any literal is compared.
+    first_bytes: [u64; 4],
     /// ... and contains these literals in this order.
     runs: Vec<memchr::memmem::Finder<'static>>,
     /// The capture-free tail checked by a reverse DFA and the head whose captures are taken
@@ -221,6 +224,15 @@ impl Compiled {
             .build(regex.as_str())
             .ok();
         let starts = pattern::prefix_literals(regex.as_str());
+        let mut first_bytes = [0u64; 4];
+        match &starts {
+            Some(s) => {
+                for b in s.iter().filter_map(|l| l.first()) {
+                    first_bytes[usize::from(b >> 6)] |= 1 << (b & 63);
+                }
+            }
+            None => first_bytes = [u64::MAX; 4],
+        }
         let runs = pattern::ordered_runs(regex.as_str())
             .iter()
             .map(|r| memchr::memmem::Finder::new(r).into_owned())
@@ -244,6 +256,7 @@ impl Compiled {
             bt,
             abt,
             starts,
+            first_bytes,
             runs,
             raw_runs,
             host: vec![],
@@ -271,14 +284,20 @@ impl Compiled {
         c
     }
 
-    /// The cheap necessary conditions for a match at the start of `t` (see `starts`, `runs`).
-    fn may_match_at_start(&self, t: &[u8]) -> bool {
+    /// The cheap necessary conditions for a match at the start of `t` (see `starts`, `runs`);
+    /// `runs_seen`: the runs were found in the raw line already, and are not looked for again
+    /// (this only orders the work: the pattern itself decides).
+    fn may_match_at_start(&self, t: &[u8], runs_seen: bool) -> bool {
+        let first = |b: &u8| self.first_bytes[usize::from(b >> 6)] >> (b & 63) & 1 == 1;
+        if self.starts.is_some() && !t.first().is_some_and(first) {
+            return false;
+        }
         if let Some(s) = &self.starts
             && !s.iter().any(|l| t.starts_with(l))
         {
             return false;
         }
-        in_order(&self.runs, t)
+        runs_seen || in_order(&self.runs, t)
     }
 }
 
@@ -424,8 +443,9 @@ pub struct Filter {
     /// Every failregex has literal runs to look for in the raw line (see
     /// [`Filter::may_match_raw`]).
     raw_gate: bool,
-    /// Per prefilter literal, the failregexes that need it (or a literal containing it).
-    lit_owners: Vec<Vec<usize>>,
+    /// Per prefilter literal, the failregexes that need it (or a literal containing it), each
+    /// with whether the literal holds the first of its raw runs (found with the literal).
+    lit_owners: Vec<Vec<(usize, bool)>>,
     ignore_set: Option<RegexSet>,
 }
 
@@ -991,6 +1011,14 @@ impl Filter {
                 .map(|l| {
                     (0..pp.len())
                         .filter(|&i| pp[i].iter().any(|x| x.contains(l.as_str())))
+                        .map(|i| {
+                            let first = fail[i].raw_runs.first().map(|f| f.needle());
+                            (
+                                i,
+                                first
+                                    .is_some_and(|r| l.as_bytes().windows(r.len()).any(|w| w == r)),
+                            )
+                        })
                         .collect()
                 })
                 .collect(),
@@ -1062,7 +1090,7 @@ impl Filter {
     }
 
     fn match_after_prefilter(&self, line: &str, now: i64) -> LineMatch {
-        with_scratch(|s| match self.verdict(line, now, s, true) {
+        with_scratch(|s| match self.verdict(line, now, s, true, None) {
             Verdict::Miss => LineMatch::Miss,
             Verdict::Ignored => LineMatch::Ignored,
             Verdict::Failure(f) => LineMatch::Failure(f.to_owned()),
@@ -1072,7 +1100,7 @@ impl Filter {
     /// [`Filter::match_line_unfiltered`] with the general (Unicode) engines only.
     #[cfg(test)]
     fn match_line_general(&self, line: &str, now: i64) -> LineMatch {
-        with_scratch(|s| match self.verdict(line, now, s, false) {
+        with_scratch(|s| match self.verdict(line, now, s, false, None) {
             Verdict::Miss => LineMatch::Miss,
             Verdict::Ignored => LineMatch::Ignored,
             Verdict::Failure(f) => LineMatch::Failure(f.to_owned()),
@@ -1093,7 +1121,7 @@ impl Filter {
         let b = chunk.as_bytes();
         with_scratch(|s| {
             let mut pos = 0usize;
-            let mut hint: Option<&[usize]> = None;
+            let mut hint: Option<&[(usize, bool)]> = None;
             while pos < b.len() {
                 let (start, end) = match &self.prefilter {
                     Some(pf) => {
@@ -1115,10 +1143,10 @@ impl Filter {
                 // Both ends sit next to an ASCII byte (or the buffer's ends): char boundaries.
                 let raw = &chunk[start..end];
                 let line = raw.strip_suffix('\r').unwrap_or(raw);
-                if !self.may_match_raw_first(line.as_bytes(), hint) {
+                let Some(seen) = self.may_match_raw_first(line.as_bytes(), hint) else {
                     continue;
-                }
-                if let Verdict::Failure(f) = self.verdict(line, now_unix, s, true) {
+                };
+                if let Verdict::Failure(f) = self.verdict(line, now_unix, s, true, seen) {
                     on_failure(&f, start);
                 }
             }
@@ -1134,21 +1162,31 @@ impl Filter {
 
     /// [`Filter::may_match_raw`], asking the failregexes in `first` before the others: the
     /// ones whose literal the prefilter found, nearly always the one that matches, so a
-    /// failure line costs one pattern's runs instead of every earlier pattern's too.
-    fn may_match_raw_first(&self, line: &[u8], first: Option<&[usize]>) -> bool {
+    /// failure line costs one pattern's runs instead of every earlier pattern's too. When
+    /// the literal holds a pattern's first run, only the runs after it are looked for (a
+    /// looser check than all of them in order: never a line less). None: no pattern can
+    /// match; Some(Some(i)): failregex `i`'s runs are in the line.
+    fn may_match_raw_first(
+        &self,
+        line: &[u8],
+        first: Option<&[(usize, bool)]>,
+    ) -> Option<Option<usize>> {
         if !self.raw_gate {
-            return true;
+            return Some(None);
         }
         let first = first.unwrap_or(&[]);
-        first.iter().any(|&i| {
-            self.fail
-                .get(i)
-                .is_some_and(|c| in_order(&c.raw_runs, line))
-        }) || self
-            .fail
+        for &(i, held) in first {
+            if let Some(c) = self.fail.get(i)
+                && in_order(&c.raw_runs[usize::from(held).min(c.raw_runs.len())..], line)
+            {
+                return Some(Some(i));
+            }
+        }
+        self.fail
             .iter()
             .enumerate()
-            .any(|(i, c)| !first.contains(&i) && in_order(&c.raw_runs, line))
+            .find(|&(i, c)| !first.iter().any(|&(j, _)| j == i) && in_order(&c.raw_runs, line))
+            .map(|(i, _)| Some(i))
     }
 
     /// Everything after the prefilter, cheapest check first: date position, the failregexes
@@ -1157,7 +1195,17 @@ impl Filter {
     ///
     /// `fast`: ASCII text may take the ASCII engines (always, but for the test that holds
     /// them to the general ones).
-    fn verdict<'a>(&self, line: &'a str, now: i64, s: &'a mut Scratch, fast: bool) -> Verdict<'a> {
+    ///
+    /// `seen`: a failregex whose literal runs the raw line holds (see
+    /// [`Filter::may_match_raw_first`]).
+    fn verdict<'a>(
+        &self,
+        line: &'a str,
+        now: i64,
+        s: &'a mut Scratch,
+        fast: bool,
+        seen: Option<usize>,
+    ) -> Verdict<'a> {
         let found = self.date.find(line, self.tz, now);
         let Scratch {
             buf,
@@ -1188,7 +1236,16 @@ impl Filter {
                 return Verdict::Miss;
             }
         }
-        self.match_text(text, ascii, found.map(|f| f.time), locs, bts, pats, spans)
+        self.match_text(
+            text,
+            ascii,
+            found.map(|f| f.time),
+            seen,
+            locs,
+            bts,
+            pats,
+            spans,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1197,6 +1254,7 @@ impl Filter {
         text: &'a str,
         ascii: bool,
         time: Option<i64>,
+        seen: Option<usize>,
         locs: &'a mut Vec<((u64, usize), CaptureLocations)>,
         bts: &'a mut Vec<((u64, usize), BtSlot)>,
         pats: &mut Option<PatternSet>,
@@ -1205,13 +1263,11 @@ impl Filter {
         // Slots of prefregex, then of the failregex, both in the per-thread list.
         let mut pref_span: Option<(usize, usize)> = None;
         let dense = match &self.ascii.pref_prefix_dense {
-            Some(d) if ascii => d
-                .try_search_fwd(&Input::new(text.as_bytes()).anchored(Anchored::Yes))
-                .ok(),
+            Some(d) if ascii => chain::first_end(d, text.as_bytes(), 0, None),
             _ => None,
         };
         let prefix_end = match (dense, &self.ascii.pref_prefix, &self.pref_prefix) {
-            (Some(hm), _, _) => Some(hm.map(|m| m.offset())),
+            (Some(e), _, _) => Some(e),
             (None, Some(x), _) if ascii => Some(x.find(text.as_bytes()).map(|m| m.end())),
             (None, _, Some(x)) => Some(x.find(text).map(|m| m.end())),
             _ => None,
@@ -1248,7 +1304,7 @@ impl Filter {
             let mut hit = None;
             for (idx, c) in self.fail.iter().enumerate() {
                 let Some(bt) = &c.abt else { break };
-                if !c.may_match_at_start(content.as_bytes()) {
+                if !c.may_match_at_start(content.as_bytes(), seen == Some(idx)) {
                     continue;
                 }
                 if let Some(ch) = c.chain.as_deref() {
@@ -1417,6 +1473,11 @@ fn item<'a>(path: Vec<&'a str>, i: usize, what: &str, n: usize) -> Origin<'a> {
 
 /// The address in a `<HOST>` capture: IPv4, IPv6, IPv4-mapped IPv6 (given as IPv4).
 fn parse_ip(s: &str) -> Option<IpAddr> {
+    // Most hosts are plain IPv4: read in one pass before anything else is looked at (the
+    // checks below would send such a host to the same reader).
+    if let Some(v4) = parse_v4(s.as_bytes()) {
+        return Some(IpAddr::V4(v4));
+    }
     // Byte-wise `trim_start_matches('[')` / `trim_end_matches(']')` (the char-pattern forms
     // cost more than the IPv4 read below).
     let b = s.as_bytes();

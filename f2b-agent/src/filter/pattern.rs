@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use regex_syntax::hir::{Hir, HirKind};
 
 /// IPv4 dotted quad; the value is checked again with `IpAddr::from_str` after a match.
-const IPV4: &str = r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}";
+pub(crate) const IPV4: &str = r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}";
 /// IPv6 in any compressed form, including IPv4-mapped/-compatible tails. Loose on purpose
 /// (the parse after the match is the real check), strict enough not to eat a `:port`
 /// after an IPv4 address because IPv4 is tried first.
-const IPV6: &str = r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?";
+pub(crate) const IPV6: &str =
+    r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?";
 
 /// Variables every filter can use; a filter's own `vars` override them.
 ///
@@ -440,6 +441,46 @@ pub fn split_tail(regex: &str) -> Option<(String, String)> {
     let mut head = h.to_vec();
     head.push(end);
     Some((Hir::concat(head).to_string(), tail.to_string()))
+}
+
+/// Which address forms a `<HOST>`-like group's regex is (see [`host_form`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostForm {
+    /// `<HOST>`, `<ADDR>`: IPv4, else IPv6.
+    Any,
+    /// `<IP4>`
+    V4,
+    /// `<IP6>`
+    V6,
+}
+
+/// Whether `regex` (as [`chain_parts`] prints a group's body) is exactly the body
+/// [`translate`] gives an address tag, and which.
+pub fn host_form(regex: &str) -> Option<HostForm> {
+    let printed = |r: &str| parse(r, true).map(|h| h.to_string());
+    let forms = [
+        (format!("{IPV4}|{IPV6}"), HostForm::Any),
+        (IPV4.to_string(), HostForm::V4),
+        (IPV6.to_string(), HostForm::V6),
+    ];
+    forms
+        .into_iter()
+        .find(|(r, _)| printed(r).as_deref() == Some(regex))
+        .map(|(_, f)| f)
+}
+
+/// A literal every match of `regex` (ASCII syntax) starts with (the longest common prefix of
+/// its prefix literals), when there is one that is not empty.
+pub fn literal_prefix(regex: &str) -> Option<Vec<u8>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = parse(regex, true)?;
+    let mut ex = Extractor::new();
+    ex.kind(ExtractKind::Prefix).limit_total(16);
+    let seq = ex.extract(&hir);
+    seq.literals()?;
+    seq.longest_common_prefix()
+        .filter(|p| !p.is_empty())
+        .map(<[u8]>::to_vec)
 }
 
 /// One step of a [`chain_parts`] split.

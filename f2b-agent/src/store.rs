@@ -27,8 +27,11 @@ const BANS_V1: TableDefinition<&str, &[u8]> = TableDefinition::new("bans_v1");
 const HISTORY_V1: TableDefinition<&str, u32> = TableDefinition::new("history_v1");
 
 /// redb's page cache. Its default (1 GiB) lets the cache grow to the whole ban table; the
-/// hot part (the tree's inner pages and recently written leaves) is far smaller.
-pub const CACHE_BYTES: usize = 32 << 20;
+/// hot part (the tree's inner pages and recently written leaves) is far smaller. 8 MiB
+/// against 32: bulk inserts, 1M random-order inserts and the 1M restore were as fast or
+/// faster, and the agent's peak RSS under the flood bench ~20 MiB lower (bench numbers in
+/// docs/architecture.md).
+pub const CACHE_BYTES: usize = 8 << 20;
 /// Log read positions: "<jail>\n<path>" -> JSON [`FilePos`].
 const POSITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("positions_v1");
 /// Agent metadata (schema version, per-interface XDP mode).

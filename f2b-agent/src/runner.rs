@@ -200,12 +200,14 @@ fn run_files(
         // The work since the last wait is charged to the real-time budget (sched.rs).
         pacer.pace();
         // A backlog is read BATCH_BYTES at a time, each piece committed with its bans.
+        let mut paths_unchanged = false;
         if !first && !more {
             waiter.wait(TICK)?;
             pacer.woke();
             // Only the followed files were written: no path to look at again (a stat per
             // path, a glob expansion: tens of microseconds on the way to a ban).
-            if waiter.only_writes() {
+            paths_unchanged = waiter.only_writes();
+            if paths_unchanged {
                 src.paths_unchanged();
             }
         }
@@ -265,8 +267,11 @@ fn run_files(
             flush(shared, &jail.name, tickets, &positions, &[], &fails)?;
             committed = cps;
         }
-        waiter.watch(&src.watch_dirs())?;
-        waiter.wake_on(src.write_names());
+        // The directories and names to watch change only when the paths were looked at.
+        if !paths_unchanged {
+            waiter.watch(&src.watch_dirs())?;
+            waiter.wake_on(src.write_names());
+        }
         if stats.truncated_lines > 0 {
             log::warn!(
                 "[{}] {} over-long lines cut to {} bytes",

@@ -226,22 +226,11 @@ fn wake_floor(ctx: &mut Ctx, n: usize, fifo: bool) -> Result<Lat> {
     let w = woke.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let th = std::thread::spawn(move || {
-        if fifo {
-            let p = libc::sched_param { sched_priority: 1 };
-            // SAFETY: plain syscall on this thread with a valid parameter struct.
-            let r = unsafe {
-                libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &p)
-            };
-            let _ = ready_tx.send(if r == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            });
-            if r != 0 {
-                return;
-            }
-        } else {
-            let _ = ready_tx.send(Ok(()));
+        let r = if fifo { sys::fifo() } else { Ok(()) };
+        let refused = r.is_err();
+        let _ = ready_tx.send(r);
+        if refused {
+            return;
         }
         let mut b = [0u8; 16];
         while let Ok(k) = rx.read(&mut b) {
@@ -411,14 +400,7 @@ fn f2b_latency(ctx: &mut Ctx, n: usize, realtime: bool, placement: Placement) ->
                 sys::pin_thread(1)?;
                 // The instrument, not the subject: at real-time priority so nothing else
                 // runnable on its CPU preempts it mid-trial.
-                let p = libc::sched_param { sched_priority: 1 };
-                // SAFETY: plain syscall on this thread with a valid parameter struct.
-                if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) } != 0 {
-                    bail!(
-                        "SCHED_FIFO for the observer: {}",
-                        std::io::Error::last_os_error()
-                    );
-                }
+                sys::fifo().context("SCHED_FIFO for the observer")?;
                 let mut out = Outcome::default();
                 for i in 0..probe.ips.len() {
                     // Sleeps between trials like the writer (a thread spinning all along

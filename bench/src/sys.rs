@@ -358,6 +358,19 @@ pub fn pin_thread(cpu: usize) -> Result<()> {
     Ok(())
 }
 
+/// Moves the calling thread to SCHED_FIFO priority 1 (what f2b's log readers use), with
+/// SCHED_RESET_ON_FORK.
+pub fn fifo() -> io::Result<()> {
+    let p = libc::sched_param { sched_priority: 1 };
+    // SAFETY: plain syscall on the calling thread with a valid parameter struct.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &p) } == 0
+    {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// CPU time of one CPU from /proc/stat, in USER_HZ ticks.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuTimes {

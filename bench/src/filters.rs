@@ -113,10 +113,11 @@ fn parse_fail2ban_regex(out: &str) -> Option<(u64, u64, f64)> {
 
 pub fn run(ctx: &mut Ctx) -> Result<()> {
     let q = ctx.quick;
-    let (auth_n, nginx_n, subset, rounds) = if q {
-        (200_000u64, 100_000u64, 50_000usize, 3)
+    // Timed passes: at least `rounds`, and more until `budget` seconds have passed.
+    let (auth_n, nginx_n, subset, rounds, budget) = if q {
+        (200_000u64, 100_000u64, 50_000usize, 3, 0.5)
     } else {
-        (1_000_000, 300_000, 200_000, 5)
+        (1_000_000, 300_000, 200_000, 5, 4.0)
     };
     let dir = tempfile::Builder::new()
         .prefix("f2b-bench-filter-")
@@ -168,13 +169,16 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
     tput.note = format!(
         "Everything pinned to CPU {cpu}. f2b engine: `f2b_agent::filter::Filter::scan` over 64 KiB buffers of lines \
          (stock filter, default mode; the failure's address and time are extracted) over the \
-         file's lines in memory, {rounds} timed passes after a warm-up (median, min, max). \
+         file's lines in memory, after a warm-up, passes alternating with grep's runs until \
+         both have {rounds} and {budget} s have passed (median, min, max: a median over many \
+         short passes, so that this shared VM's slow spells of a few hundred ms, which come \
+         and go and slow everything on a CPU by up to 2x, weigh alike on both). \
          f2b-ctl regex: wall time of `f2b-ctl regex FILE FILTER` once (process start, file \
          read, report). fail2ban-regex ({f2b_ver}): `fail2ban-regex --print-no-missed` with \
          /etc/fail2ban/filter.d/FILTER.conf on the first {subset} lines of the same file (it \
          is slow: ~{subset} lines take seconds); lines/s from its own \"processed in\" time. \
-         grep: `LC_ALL=C grep -cE PATTERN FILE` wall time, {rounds} runs (patterns in \
-         bench/src/filters.rs). Ratios use medians."
+         grep: `LC_ALL=C grep -cE PATTERN FILE` wall time, one run after each f2b pass \
+         (patterns in bench/src/filters.rs). Ratios use medians."
     );
     let mut counts = Table::new(
         "filter_counts",
@@ -211,25 +215,47 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let log = String::from_utf8_lossy(&data);
         let sub_end = subset_end(log.as_bytes(), subset);
-        // Timed on one pinned thread.
-        let (f2b_rates, (matched, matched_sub)) = std::thread::scope(|s| {
-            s.spawn(|| -> Result<(Vec<f64>, (u64, u64))> {
-                sys::pin_thread(cpu)?;
-                let warm = f2b_count(&filter, &log, sub_end, now);
-                let mut rates = Vec::new();
-                for _ in 0..rounds {
-                    let t = Instant::now();
-                    let c = f2b_count(&filter, &log, sub_end, now);
-                    rates.push(lines as f64 / t.elapsed().as_secs_f64());
-                    if c != warm {
-                        bail!("f2b count changed between passes");
+        // Timed on one pinned thread, alternating with grep on the same CPU (grep's wall
+        // time, the thread waiting meanwhile), so both see the same share of this shared
+        // VM's slow spells; passes go on until both have `rounds` and `budget` has passed.
+        let grep_cmd = || {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string(), "grep", "-cE", case.grep])
+                .arg(&path)
+                .env("LC_ALL", "C");
+            c
+        };
+        type Passes = (Vec<f64>, (u64, u64), Vec<f64>, Option<u64>);
+        let (f2b_rates, (matched, matched_sub), grep_rates, grep_count) =
+            std::thread::scope(|s| {
+                s.spawn(|| -> Result<Passes> {
+                    sys::pin_thread(cpu)?;
+                    let warm = f2b_count(&filter, &log, sub_end, now);
+                    let (mut rates, mut grep_rates, mut grep_count) =
+                        (Vec::new(), Vec::new(), None);
+                    let start = Instant::now();
+                    while rates.len() < rounds
+                        || (start.elapsed().as_secs_f64() < budget && rates.len() < 500)
+                    {
+                        let t = Instant::now();
+                        let c = f2b_count(&filter, &log, sub_end, now);
+                        rates.push(lines as f64 / t.elapsed().as_secs_f64());
+                        if c != warm {
+                            bail!("f2b count changed between passes");
+                        }
+                        let t = Instant::now();
+                        let out = grep_cmd().output().context("grep")?;
+                        grep_rates.push(lines as f64 / t.elapsed().as_secs_f64());
+                        grep_count = String::from_utf8_lossy(&out.stdout)
+                            .trim()
+                            .parse::<u64>()
+                            .ok();
                     }
-                }
-                Ok((rates, warm))
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("filter thread panicked"))?
-        })?;
+                    Ok((rates, warm, grep_rates, grep_count))
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("filter thread panicked"))?
+            })?;
         let f2b = Stat::of(&f2b_rates).context("no f2b rounds")?;
 
         // f2b-ctl regex, whole process.
@@ -258,23 +284,6 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
             }
         };
 
-        // grep -cE.
-        let mut grep_rates = Vec::new();
-        let mut grep_count = None;
-        for _ in 0..rounds {
-            let t = Instant::now();
-            let out = Command::new("taskset")
-                .args(["-c", &cpu.to_string(), "grep", "-cE", case.grep])
-                .arg(&path)
-                .env("LC_ALL", "C")
-                .output()
-                .context("grep")?;
-            grep_rates.push(lines as f64 / t.elapsed().as_secs_f64());
-            grep_count = String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse::<u64>()
-                .ok();
-        }
         let grep = Stat::of(&grep_rates).context("no grep rounds")?;
 
         // fail2ban-regex on the subset.

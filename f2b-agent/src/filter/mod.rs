@@ -454,7 +454,7 @@ struct AsciiEngines {
     pref_prefix: Option<meta::Regex>,
     /// The same fully compiled (no cache to consult, no strategy to pick per call), when it
     /// fits in [`DENSE_LIMIT`] bytes.
-    pref_prefix_dense: Option<dense::DFA<Vec<u32>>>,
+    pref_prefix_dense: Option<chain::LoopDfa>,
     fail_set: Option<meta::Regex>,
     quick_set: Option<meta::Regex>,
     /// The failregexes leftmost-first, when all start with `^`.
@@ -908,7 +908,8 @@ impl Filter {
             pref_prefix_dense: ascii_prefix_src
                 .as_deref()
                 .filter(|_| pref_prefix.is_some())
-                .and_then(ascii_dense),
+                .and_then(ascii_dense)
+                .map(chain::LoopDfa::new),
             pref_prefix: ascii_prefix_src
                 .as_deref()
                 .filter(|_| pref_prefix.is_some())

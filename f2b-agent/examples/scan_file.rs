@@ -13,8 +13,8 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: scan_file FILE FILTER [ROUNDS]");
     };
     let rounds: usize = args.get(3).map_or(Ok(20), |r| r.parse())?;
-    let filter = Filter::load(&FilterSpec::Name(name.clone()), None)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let filter =
+        Filter::load(&FilterSpec::Name(name.clone()), None).map_err(|e| anyhow::anyhow!("{e}"))?;
     let text = std::fs::read_to_string(file)?;
     println!("prefilter literals: {:?}", filter.literals());
     let lines = text.bytes().filter(|&b| b == b'\n').count();
@@ -31,10 +31,16 @@ fn main() -> anyhow::Result<()> {
                     .rposition(|&c| c == b'\n')
                     .map_or(end, |p| base + p + 1);
             }
-            filter.scan(&text[base..end], std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64, &mut |f, _| {
-                std::hint::black_box((f.ip, f.time));
-                failures += 1;
-            });
+            filter.scan(
+                &text[base..end],
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs() as i64,
+                &mut |f, _| {
+                    std::hint::black_box((f.ip, f.time));
+                    failures += 1;
+                },
+            );
             base = end;
         }
         let secs = t.elapsed().as_secs_f64();

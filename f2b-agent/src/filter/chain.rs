@@ -83,7 +83,7 @@ const MIN_LOOP: usize = 4;
 
 impl LoopDfa {
     pub(super) fn new(dfa: dense::DFA<Vec<u32>>) -> LoopDfa {
-        let classes = dfa.byte_classes().clone();
+        let classes = *dfa.byte_classes();
         let reps: Vec<u8> = classes
             .representatives(0..=255)
             .filter_map(|u| u.as_u8())
@@ -112,8 +112,7 @@ impl LoopDfa {
             if dfa.is_special_state(s) {
                 continue;
             }
-            let leave: [bool; 256] =
-                std::array::from_fn(|b| dfa.next_state(s, b as u8) != s);
+            let leave: [bool; 256] = std::array::from_fn(|b| dfa.next_state(s, b as u8) != s);
             if leave.iter().filter(|l| !**l).count() < MIN_LOOP {
                 continue;
             }
@@ -754,7 +753,11 @@ mod tests {
                 }
                 for pos in 0..=t.len() {
                     let input = Input::new(&t).range(pos..).anchored(Anchored::Yes);
-                    let want = dfa.dfa.try_search_fwd(&input).ok().map(|m| m.map(|h| h.offset()));
+                    let want = dfa
+                        .dfa
+                        .try_search_fwd(&input)
+                        .ok()
+                        .map(|m| m.map(|h| h.offset()));
                     assert_eq!(
                         first_end(&dfa, &t, pos, None),
                         want,

@@ -313,7 +313,10 @@ fn paired_ratios(ctx: &mut Ctx, repeat: u32, rounds: usize) -> Result<()> {
             "met",
         ],
     );
-    let rounds = rounds.max(9) | 1;
+    // Many short paired rounds rather than a few long ones: a slow spell of this shared VM
+    // (a few hundred ms, up to 2x) then spoils a few rounds of the median, not a third.
+    let rounds = (rounds.max(9) * 3) | 1;
+    let repeat = (repeat / 4).max(10_000);
     for (case, other, frame) in cases {
         let (fa, fb) = (one.prog_fd()?, other.prog_fd()?);
         let (mut a, mut b, mut ratio) = (Vec::new(), Vec::new(), Vec::new());

@@ -1,4 +1,5 @@
 //! Profiling aid: `cargo run --release -p f2b-agent --example scan_file FILE FILTER [ROUNDS]`
+//! (FILTER: a stock filter's name or a filter file's path)
 //! runs `Filter::scan` over FILE (in memory, 64 KiB chunks cut at line ends, as the bench
 //! does) ROUNDS times (default 20) and prints lines/s per round and the failure count. Meant
 //! to be run under `perf record` on the logs `F2B_BENCH_KEEP=1 f2b-bench --only filter` keeps.
@@ -13,8 +14,10 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: scan_file FILE FILTER [ROUNDS]");
     };
     let rounds: usize = args.get(3).map_or(Ok(20), |r| r.parse())?;
-    let filter =
-        Filter::load(&FilterSpec::Name(name.clone()), None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // A stock filter's name, or a filter file's path.
+    let spec = FilterSpec::from_config(&serde_yaml::Value::String(name.clone()))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let filter = Filter::load(&spec, None).map_err(|e| anyhow::anyhow!("{e}"))?;
     let text = std::fs::read_to_string(file)?;
     println!("prefilter literals: {:?}", filter.literals());
     let lines = text.bytes().filter(|&b| b == b'\n').count();

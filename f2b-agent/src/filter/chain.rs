@@ -66,20 +66,38 @@ pub(super) struct Skip {
     after: [Option<StateID>; 5],
 }
 
-/// A DFA with, per state that loops on itself for at least [`MIN_LOOP`] bytes (`\S+`,
-/// `[^"]*`, `\d+`), the bytes that leave it. [`first_end`] stepping into such a loop scans
-/// for the next leaving byte with a table lookup per byte, loads that do not wait on each
-/// other, instead of one dependent transition load per byte (the library's own
-/// acceleration covers loops left by at most 3 bytes; `\S` is left by 6).
+/// A DFA with shortcuts for two kinds of state, which [`first_end`] takes instead of one
+/// dependent transition load per byte (the library's own acceleration covers loops left by
+/// at most 3 bytes; `\S` is left by 6, and it has nothing for literals mid-pattern):
+/// - a state that loops on itself for at least [`MIN_LOOP`] bytes (`\S+`, `[^"]*`, `\d+`):
+///   the next byte that leaves it is found with a table lookup per byte, loads that do not
+///   wait on each other;
+/// - a state from which only one byte leads anywhere but the dead (or quit) state, then
+///   again from the next, for at least [`MIN_RUN`] bytes (`, server: `, `" was not found
+///   in "`): the text is compared with that literal, and on a match the state after it is
+///   taken at once. On a mismatch the DFA is stepped as usual (it dies or quits there).
 #[derive(Debug, Clone)]
 pub(super) struct LoopDfa {
     pub(super) dfa: dense::DFA<Vec<u32>>,
-    /// By state index (`id >> stride2`); only non-special states.
-    exits: Vec<Option<Box<[bool; 256]>>>,
+    /// By state index (`id >> stride2`): 0, or 1 + the index of the state's shortcut in
+    /// `jumps`. Only non-special states have one.
+    kind: Vec<u16>,
+    jumps: Vec<Jump>,
+}
+
+#[derive(Debug, Clone)]
+enum Jump {
+    /// The state stays on every byte but these (true: leaves).
+    Loop(Box<[bool; 256]>),
+    /// The literal only leads on, and the state after it (non-special, as are those on the
+    /// way).
+    Run(Box<[u8]>, StateID),
 }
 
 /// Loops on fewer bytes are stepped: they rarely run long.
 const MIN_LOOP: usize = 4;
+/// Shorter literals are stepped: taking the shortcut costs a branch the CPU mispredicts.
+const MIN_RUN: usize = 4;
 
 impl LoopDfa {
     pub(super) fn new(dfa: dense::DFA<Vec<u32>>) -> LoopDfa {
@@ -107,30 +125,59 @@ impl LoopDfa {
                 }
             }
         }
-        let mut exits: Vec<Option<Box<[bool; 256]>>> = Vec::new();
-        for s in seen {
+        // The one byte that leads on from a state, and where.
+        let forced = |s: StateID| -> Option<(u8, StateID)> {
             if dfa.is_special_state(s) {
+                return None;
+            }
+            let mut live = (0..=255u8).filter_map(|b| {
+                let n = dfa.next_state(s, b);
+                (!dfa.is_dead_state(n) && !dfa.is_quit_state(n)).then_some((b, n))
+            });
+            let one = live.next()?;
+            (live.next().is_none() && !dfa.is_special_state(one.1)).then_some(one)
+        };
+        let mut states: Vec<StateID> = seen.into_iter().collect();
+        states.sort();
+        let (mut kind, mut jumps) = (Vec::new(), Vec::new());
+        for s in states {
+            if dfa.is_special_state(s) || jumps.len() >= usize::from(u16::MAX) {
                 continue;
             }
             let leave: [bool; 256] = std::array::from_fn(|b| dfa.next_state(s, b as u8) != s);
-            if leave.iter().filter(|l| !**l).count() < MIN_LOOP {
-                continue;
-            }
+            let jump = if leave.iter().filter(|l| !**l).count() >= MIN_LOOP {
+                Jump::Loop(Box::new(leave))
+            } else {
+                let (mut lit, mut to) = (Vec::new(), s);
+                while let Some((b, n)) = forced(to) {
+                    if lit.len() >= 255 {
+                        break;
+                    }
+                    lit.push(b);
+                    to = n;
+                }
+                if lit.len() < MIN_RUN {
+                    continue;
+                }
+                Jump::Run(lit.into_boxed_slice(), to)
+            };
             let i = s.as_usize() >> dfa.stride2();
-            if exits.len() <= i {
-                exits.resize(i + 1, None);
+            if kind.len() <= i {
+                kind.resize(i + 1, 0);
             }
-            exits[i] = Some(Box::new(leave));
+            jumps.push(jump);
+            kind[i] = jumps.len() as u16;
         }
-        LoopDfa { dfa, exits }
+        LoopDfa { dfa, kind, jumps }
     }
 
-    /// The bytes that leave `sid`, when it is a long loop.
+    /// The shortcut from `sid`, if it has one.
     #[inline]
-    fn exits(&self, sid: StateID) -> Option<&[bool; 256]> {
-        self.exits
-            .get(sid.as_usize() >> self.dfa.stride2())
-            .and_then(|e| e.as_deref())
+    fn jump(&self, sid: StateID) -> Option<&Jump> {
+        match self.kind.get(sid.as_usize() >> self.dfa.stride2()) {
+            Some(&k) if k != 0 => self.jumps.get(usize::from(k) - 1),
+            _ => None,
+        }
     }
 }
 
@@ -431,23 +478,30 @@ pub(super) fn first_end(
     };
     let mut last = None;
     while at < t.len() {
-        // SAFETY: `sid` is always a state of this DFA (its start state, a state a Skip
-        // reached from one, or a transition's target), which is all next_state_unchecked
-        // asks; `at < t.len()`.
-        let next = unsafe { dfa.next_state_unchecked(sid, *t.get_unchecked(at)) };
-        if next == sid
-            && !dfa.is_special_state(sid)
-            && let Some(leave) = ld.exits(sid)
-        {
-            // The state stays until a leaving byte (a non-special state records nothing).
-            at += 1;
-            at += t[at..]
-                .iter()
-                .position(|&b| leave[usize::from(b)])
-                .unwrap_or(t.len() - at);
-            continue;
+        match ld.jump(sid) {
+            None => {}
+            Some(Jump::Loop(leave)) => {
+                // The state stays up to the next leaving byte (it is not special: nothing
+                // to record on the way), which is then stepped.
+                at += t[at..]
+                    .iter()
+                    .position(|&b| leave[usize::from(b)])
+                    .unwrap_or(t.len() - at);
+                if at == t.len() {
+                    break;
+                }
+            }
+            Some(Jump::Run(lit, to)) if t[at..].starts_with(lit) => {
+                sid = *to;
+                at += lit.len();
+                continue;
+            }
+            Some(Jump::Run(..)) => {}
         }
-        sid = next;
+        // SAFETY: `sid` is always a state of this DFA (its start state, a state a Skip or a
+        // shortcut reached from one, or a transition's target), which is all
+        // next_state_unchecked asks; `at < t.len()`.
+        sid = unsafe { dfa.next_state_unchecked(sid, *t.get_unchecked(at)) };
         if dfa.is_special_state(sid) {
             if dfa.is_match_state(sid) {
                 last = Some(at);
@@ -715,10 +769,10 @@ mod tests {
         assert!(skips >= 5, "{skips}");
     }
 
-    /// Scanning over a long loop ends where the library's own anchored search does, for
-    /// patterns with loops on broad classes, at every start of many texts.
+    /// With the shortcuts (long loops scanned, literal runs compared) a step ends where the
+    /// library's own anchored search does, at every start of many texts.
     #[test]
-    fn loop_scan_gives_the_searchs_end() {
+    fn shortcuts_give_the_searchs_end() {
         let pats = [
             r"\S+ for (?:invalid user )?",
             r", server: \S*, request: \x22\S+ \S+ HTTP/\d+\.\d+\x22, host: \x22\S+\x22(?:, referrer: \x22\S+\x22)?\s*$",
@@ -741,7 +795,7 @@ mod tests {
         let mut loops = 0;
         for re in pats {
             let dfa = LoopDfa::new(ascii_dense(re).unwrap());
-            loops += dfa.exits.iter().flatten().count();
+            loops += dfa.jumps.len();
             for _ in 0..3_000 {
                 let mut t = REAL[(next() % REAL.len() as u64) as usize].to_vec();
                 for _ in 0..next() % 4 {
@@ -767,6 +821,6 @@ mod tests {
                 }
             }
         }
-        assert!(loops >= 6, "{loops} loop states");
+        assert!(loops >= 12, "{loops} shortcuts");
     }
 }

@@ -24,6 +24,8 @@ use super::{BtSlot, DENSE_LIMIT, ascii_dense, ascii_syntax, bt_for};
 #[derive(Debug, Clone)]
 pub(super) struct Chain {
     steps: Vec<Step>,
+    /// The whole pattern's capture groups (group 0 included): the length of `spans`.
+    groups: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -343,7 +345,10 @@ impl Chain {
                 },
             });
         }
-        Some(Chain { steps })
+        Some(Chain {
+            steps,
+            groups: names.len(),
+        })
     }
 
     /// Runs the chain on `t` (ASCII), anchored at its start. On [`Outcome::Match`],
@@ -353,12 +358,11 @@ impl Chain {
         &self,
         t: &[u8],
         spans: &mut Vec<Option<(usize, usize)>>,
-        groups: usize,
         bts: &mut Vec<((u64, usize), BtSlot)>,
         key: (u64, usize),
     ) -> Outcome {
         spans.clear();
-        spans.resize(groups, None);
+        spans.resize(self.groups, None);
         let mut pos = 0;
         for (k, step) in self.steps.iter().enumerate() {
             match step {

@@ -1310,13 +1310,7 @@ impl Filter {
                 }
                 if let Some(ch) = c.chain.as_deref() {
                     let base = CHAIN_KEY + idx * MAX_STEPS;
-                    let out = ch.run(
-                        content.as_bytes(),
-                        spans,
-                        c.re.captures_len(),
-                        bts,
-                        (self.id, base),
-                    );
+                    let out = ch.run(content.as_bytes(), spans, bts, (self.id, base));
                     match out {
                         chain::Outcome::Match => {
                             hit = Some((idx, Via::Chain));

@@ -181,6 +181,10 @@ struct RawMode {
     failregex: Vec<String>,
     #[serde(default)]
     ignoreregex: Vec<String>,
+    /// The prefilter's literals for this mode's failregexes (the top-level `literals` cover
+    /// only the base list).
+    #[serde(default)]
+    literals: Option<Vec<String>>,
 }
 
 /// A compiled pattern and where its tagged groups are.
@@ -963,16 +967,42 @@ impl Filter {
             })?,
         };
 
-        // Prefilter: the override, or one literal per failregex. A pattern with no usable
-        // literal means every line has to go to the regexes: no prefilter at all.
-        let per_pattern: Option<Vec<Vec<String>>> = fail_res
+        // Prefilter: per list of failregexes (the base list, the mode's), its override or
+        // each pattern's own literal set. A pattern with no usable literal, or an override
+        // of [], means every line has to go to the regexes: no prefilter at all.
+        let each: Vec<Option<Vec<String>>> = fail_res
             .iter()
             .map(|r| pattern::required_literals(r))
             .collect();
-        let overridden = raw.literals.is_some();
-        let literals: Option<Vec<String>> = match raw.literals.take() {
-            Some(l) => Some(l.into_iter().filter(|s| !s.is_empty()).collect()),
-            None => per_pattern.clone().map(|v| v.concat()),
+        let per_pattern: Option<Vec<Vec<String>>> = each.iter().cloned().collect();
+        let mode_literals = mode_def.and_then(|m| m.literals.clone());
+        let overridden = raw.literals.is_some() || mode_literals.is_some();
+        let base_n = if replace { 0 } else { raw.failregex.len() };
+        let list = |over: Option<Vec<String>>, pats: &[Option<Vec<String>>]| {
+            if pats.is_empty() {
+                return Some(Vec::new());
+            }
+            match over {
+                Some(l) => {
+                    let l: Vec<String> = l.into_iter().filter(|s| !s.is_empty()).collect();
+                    (!l.is_empty()).then_some(l)
+                }
+                None => pats
+                    .iter()
+                    .cloned()
+                    .collect::<Option<Vec<Vec<String>>>>()
+                    .map(|v| v.concat()),
+            }
+        };
+        let literals: Option<Vec<String>> = match (
+            list(raw.literals.take(), &each[..base_n]),
+            list(mode_literals, &each[base_n..]),
+        ) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
         };
         let (prefilter, literals) = match literals {
             Some(mut l) if !l.is_empty() => {

@@ -247,6 +247,25 @@ fn prefilter_literals() {
         flt.match_line_unfiltered("a 198.18.0.1", NOW),
         LineMatch::Failure(_)
     ));
+    // The top-level override covers the base list only: patterns a mode adds bring their
+    // own literals (or the mode's override), and a mode that replaces the list drops it.
+    let y = "failregex: ['^zz <HOST>']\nliterals: [zz]\nmodes:\n  \
+             add: {failregex: ['^Bad thing from <HOST>']}\n  \
+             own: {failregex: ['^(?:x|y) <HOST>'], literals: [yy]}\n  \
+             none: {failregex: ['^(?:x|y) <HOST>']}\n  \
+             off: {failregex: ['^Bad thing from <HOST>'], literals: []}\n  \
+             only: {replace: true, failregex: ['^Bad thing from <HOST>']}\n";
+    let flt = fm(y, "add");
+    assert_eq!(flt.literals(), ["Bad thing from ", "zz"]);
+    assert!(matches!(
+        flt.match_line("Bad thing from 198.18.0.1", NOW),
+        LineMatch::Failure(_)
+    ));
+    assert_eq!(fm(y, "own").literals(), ["yy", "zz"]);
+    // A mode pattern with no literal of its own, or a mode's [], turns the prefilter off.
+    assert!(fm(y, "none").literals().is_empty());
+    assert!(fm(y, "off").literals().is_empty());
+    assert_eq!(fm(y, "only").literals(), ["Bad thing from "]);
 }
 
 #[test]

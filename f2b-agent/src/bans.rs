@@ -302,26 +302,41 @@ fn check_target(cfg: &Config, ip: &IpNet, jail: &JailConfig, force: bool) -> Res
 /// Requests with more addresses than this are parsed and checked by two threads.
 const PARALLEL_PARSE: usize = 4096;
 
-/// The addresses of a ban request, each checked with [`check_target`]; the error is the one of
-/// the first refused address, as a single pass would give. A large request is split in two
-/// halves parsed at once (the other CPU is idle while a request is read).
+/// The addresses of a ban request, each checked with [`check_target`] and with its active ban
+/// in `idx`, if any; the error is the one of the first refused address, as a single pass
+/// would give. A large request is split in two halves done at once (the other CPU is idle
+/// while a request is read).
 fn parse_targets<S: AsRef<str> + Sync>(
     cfg: &Config,
+    idx: &Index,
     req_ips: &[S],
     jail: &JailConfig,
     force: bool,
-) -> Result<Vec<IpNet>, String> {
-    let parse = |part: &[S]| -> Result<Vec<IpNet>, String> {
-        part.iter()
-            .map(|s| {
-                let ip: IpNet = s
-                    .as_ref()
-                    .parse()
-                    .map_err(|e: f2b_common::net::NetParseError| e.to_string())?;
-                check_target(cfg, &ip, jail, force)?;
-                Ok(ip)
-            })
-            .collect()
+) -> Result<Vec<(IpNet, u64, Option<Slot>)>, String> {
+    type Parsed = Vec<(IpNet, u64, Option<Slot>)>;
+    let parse = |part: &[S]| -> Result<Parsed, String> {
+        let mut out: Parsed = Vec::with_capacity(part.len());
+        for s in part {
+            let ip: IpNet = s
+                .as_ref()
+                .parse()
+                .map_err(|e: f2b_common::net::NetParseError| e.to_string())?;
+            check_target(cfg, &ip, jail, force)?;
+            // Each index lookup is a cache miss in a table of a million bans: the bucket is
+            // loaded while the next PREFETCH_AHEAD addresses are parsed.
+            let h = idx.hash(&ip);
+            idx.prefetch_hashed(h);
+            out.push((ip, h, None));
+            if let Some(k) = out.len().checked_sub(PREFETCH_AHEAD + 1) {
+                let (a, h, slot) = &mut out[k];
+                *slot = idx.get_hashed(a, *h).copied();
+            }
+        }
+        let from = out.len().saturating_sub(PREFETCH_AHEAD + 1);
+        for (a, h, slot) in &mut out[from..] {
+            *slot = idx.get_hashed(a, *h).copied();
+        }
+        Ok(out)
     };
     if req_ips.len() < PARALLEL_PARSE {
         return parse(req_ips);
@@ -901,32 +916,35 @@ impl BanManager {
             Some(t) => Some(parse_bantime(t).map_err(|e| e.to_string())?),
             None => None,
         };
-        let parsed = parse_targets(&self.cfg, req_ips, &jail, force)?;
+        let parsed = parse_targets(&self.cfg, &self.idx, req_ips, &jail, force)?;
+        let t_read = t0.elapsed();
         let mut ips = Vec::with_capacity(req_ips.len());
         // Request position of each of `ips` (a repeated address is banned once).
         let mut at: Vec<u32> = Vec::with_capacity(req_ips.len());
+        let mut existing: Vec<Option<Slot>> = Vec::with_capacity(req_ips.len());
         {
-            let mut seen: FastSet<IpNet> =
-                FastSet::with_capacity_and_hasher(req_ips.len(), FastState::default());
-            for (n, ip) in parsed.into_iter().enumerate() {
-                if seen.insert(ip) {
+            // Repeats are found by the index hash each address has already: a table of
+            // (hash, position in `ips`), addresses compared only when hashes are equal.
+            let cap = (parsed.len() * 2).next_power_of_two().max(16);
+            let mask = cap - 1;
+            let mut seen: Vec<(u64, u32)> = vec![(0, u32::MAX); cap];
+            for (n, (ip, h, slot)) in parsed.into_iter().enumerate() {
+                let mut i = (h >> 32) as usize & mask;
+                let repeat = loop {
+                    match seen[i] {
+                        (_, u32::MAX) => break false,
+                        (sh, k) if sh == h && ips[k as usize] == ip => break true,
+                        _ => i = (i + 1) & mask,
+                    }
+                };
+                if !repeat {
+                    seen[i] = (h, ips.len() as u32);
                     ips.push(ip);
                     at.push(n as u32);
+                    existing.push(slot);
                 }
             }
         }
-        // One index lookup per address (each is a cache miss in a table of a million bans,
-        // so the buckets of addresses PREFETCH_AHEAD further on are loaded meanwhile).
-        let existing: Vec<Option<Slot>> = ips
-            .iter()
-            .enumerate()
-            .map(|(n, ip)| {
-                if let Some(a) = ips.get(n + PREFETCH_AHEAD) {
-                    self.idx.prefetch(a);
-                }
-                self.idx.get(ip).copied()
-            })
-            .collect();
         let fresh: Vec<IpNet> = ips
             .iter()
             .zip(&existing)
@@ -1104,7 +1122,7 @@ impl BanManager {
             );
         }
         log::debug!(
-            "ban of {}: parse {:?}, history {:?}, plan {:?}, kernel and commit {:?} (kernel {:?}, commit {:?} at once), result {:?}",
+            "ban of {}: parse {:?} (read {t_read:?}), history {:?}, plan {:?}, kernel and commit {:?} (kernel {:?}, commit {:?} at once), result {:?}",
             done.bans.len(),
             t_parse,
             t_hist - t_parse,

@@ -222,6 +222,25 @@ impl Index {
             .is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 
+    /// The hash `ip` is filed under (for [`Index::prefetch_hashed`] and [`Index::get_hashed`],
+    /// and as a well-mixed 64-bit hash of the address for a caller's own table).
+    pub fn hash(&self, ip: &IpNet) -> u64 {
+        self.hasher.hash_one(ip)
+    }
+
+    /// [`Index::prefetch`] with the hash computed already.
+    pub fn prefetch_hashed(&self, h: u64) {
+        self.table.prefetch(h);
+    }
+
+    /// [`Index::get`] with `h` = [`Index::hash`] of `ip`.
+    pub fn get_hashed(&self, ip: &IpNet, h: u64) -> Option<&Slot> {
+        let entries = &self.entries;
+        self.table
+            .find(h, |i| entries[i as usize].0 == *ip)
+            .map(|(_, i)| &entries[i as usize].1)
+    }
+
     fn find(&self, ip: &IpNet) -> Option<u32> {
         let h = self.hasher.hash_one(ip);
         let entries = &self.entries;

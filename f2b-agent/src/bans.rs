@@ -269,6 +269,88 @@ pub fn host_addresses() -> Vec<std::net::IpAddr> {
     out
 }
 
+/// Why `ip` may not be banned in `jail`, if it may not: /0, a prefix shorter than the guard
+/// allows without `force`, or an allowlisted address.
+fn check_target(cfg: &Config, ip: &IpNet, jail: &JailConfig, force: bool) -> Result<(), String> {
+    if ip.prefix_len() == 0 {
+        return Err(format!(
+            "refusing to ban {ip}: that is every {} address",
+            if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+        ));
+    }
+    let min = if ip.is_ipv4() {
+        cfg.guard.min_prefix_v4
+    } else {
+        cfg.guard.min_prefix_v6
+    };
+    if !ip.is_host() && ip.prefix_len() < min && !force {
+        return Err(format!(
+            "refusing to ban {ip}: prefixes shorter than /{min} need --force (guard.min_prefix_{})",
+            if ip.is_ipv4() { "v4" } else { "v6" }
+        ));
+    }
+    for allow in cfg.ignoreip.iter().chain(&jail.ignoreip) {
+        if allow.contains(ip.addr()) && allow.prefix_len() <= ip.prefix_len() {
+            return Err(format!(
+                "refusing to ban {ip}: it is allowlisted by ignoreip {allow}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Requests with more addresses than this are parsed and checked by two threads.
+const PARALLEL_PARSE: usize = 4096;
+
+/// The addresses of a ban request, each checked with [`check_target`] and with its active ban
+/// in `idx`, if any; the error is the one of the first refused address, as a single pass
+/// would give. A large request is split in two halves done at once (the other CPU is idle
+/// while a request is read).
+fn parse_targets<S: AsRef<str> + Sync>(
+    cfg: &Config,
+    idx: &Index,
+    req_ips: &[S],
+    jail: &JailConfig,
+    force: bool,
+) -> Result<Vec<(IpNet, u64, Option<Slot>)>, String> {
+    type Parsed = Vec<(IpNet, u64, Option<Slot>)>;
+    let parse = |part: &[S]| -> Result<Parsed, String> {
+        let mut out: Parsed = Vec::with_capacity(part.len());
+        for s in part {
+            let ip: IpNet = s
+                .as_ref()
+                .parse()
+                .map_err(|e: f2b_common::net::NetParseError| e.to_string())?;
+            check_target(cfg, &ip, jail, force)?;
+            // Each index lookup is a cache miss in a table of a million bans: the bucket is
+            // loaded while the next PREFETCH_AHEAD addresses are parsed.
+            let h = idx.hash(&ip);
+            idx.prefetch_hashed(h);
+            out.push((ip, h, None));
+            if let Some(k) = out.len().checked_sub(PREFETCH_AHEAD + 1) {
+                let (a, h, slot) = &mut out[k];
+                *slot = idx.get_hashed(a, *h).copied();
+            }
+        }
+        let from = out.len().saturating_sub(PREFETCH_AHEAD + 1);
+        for (a, h, slot) in &mut out[from..] {
+            *slot = idx.get_hashed(a, *h).copied();
+        }
+        Ok(out)
+    };
+    if req_ips.len() < PARALLEL_PARSE {
+        return parse(req_ips);
+    }
+    let (first, second) = req_ips.split_at(req_ips.len() / 2);
+    let (a, b) = std::thread::scope(|sc| {
+        let b = sc.spawn(|| parse(second));
+        (parse(first), b.join())
+    });
+    let mut all = a?;
+    all.extend(b.map_err(|_| "internal error: address parser thread panicked".to_string())??);
+    Ok(all)
+}
+
 fn ports_of(jail: &JailConfig) -> Vec<u16> {
     match &jail.ports {
         Ports::All => vec![],
@@ -714,31 +796,7 @@ impl BanManager {
     }
 
     fn check_target(&self, ip: &IpNet, jail: &JailConfig, force: bool) -> Result<(), String> {
-        if ip.prefix_len() == 0 {
-            return Err(format!(
-                "refusing to ban {ip}: that is every {} address",
-                if ip.is_ipv4() { "IPv4" } else { "IPv6" }
-            ));
-        }
-        let min = if ip.is_ipv4() {
-            self.cfg.guard.min_prefix_v4
-        } else {
-            self.cfg.guard.min_prefix_v6
-        };
-        if !ip.is_host() && ip.prefix_len() < min && !force {
-            return Err(format!(
-                "refusing to ban {ip}: prefixes shorter than /{min} need --force (guard.min_prefix_{})",
-                if ip.is_ipv4() { "v4" } else { "v6" }
-            ));
-        }
-        for allow in self.cfg.ignoreip.iter().chain(&jail.ignoreip) {
-            if allow.contains(ip.addr()) && allow.prefix_len() <= ip.prefix_len() {
-                return Err(format!(
-                    "refusing to ban {ip}: it is allowlisted by ignoreip {allow}"
-                ));
-            }
-        }
-        Ok(())
+        check_target(&self.cfg, ip, jail, force)
     }
 
     fn jail(&self, name: Option<&str>) -> Result<&JailConfig, String> {
@@ -842,7 +900,7 @@ impl BanManager {
     /// [`BanManager::ban`] for addresses borrowed from the request line, answering with
     /// the compact [`BansDone`] (serialized straight into the response, without a
     /// `BanInfo` per ban).
-    pub fn ban_addrs<S: AsRef<str>>(
+    pub fn ban_addrs<S: AsRef<str> + Sync>(
         &mut self,
         req_ips: &[S],
         jail: Option<&str>,
@@ -858,36 +916,35 @@ impl BanManager {
             Some(t) => Some(parse_bantime(t).map_err(|e| e.to_string())?),
             None => None,
         };
+        let parsed = parse_targets(&self.cfg, &self.idx, req_ips, &jail, force)?;
+        let t_read = t0.elapsed();
         let mut ips = Vec::with_capacity(req_ips.len());
         // Request position of each of `ips` (a repeated address is banned once).
         let mut at: Vec<u32> = Vec::with_capacity(req_ips.len());
+        let mut existing: Vec<Option<Slot>> = Vec::with_capacity(req_ips.len());
         {
-            let mut seen: FastSet<IpNet> =
-                FastSet::with_capacity_and_hasher(req_ips.len(), FastState::default());
-            for (n, s) in req_ips.iter().enumerate() {
-                let ip: IpNet = s
-                    .as_ref()
-                    .parse()
-                    .map_err(|e: f2b_common::net::NetParseError| e.to_string())?;
-                self.check_target(&ip, &jail, force)?;
-                if seen.insert(ip) {
+            // Repeats are found by the index hash each address has already: a table of
+            // (hash, position in `ips`), addresses compared only when hashes are equal.
+            let cap = (parsed.len() * 2).next_power_of_two().max(16);
+            let mask = cap - 1;
+            let mut seen: Vec<(u64, u32)> = vec![(0, u32::MAX); cap];
+            for (n, (ip, h, slot)) in parsed.into_iter().enumerate() {
+                let mut i = (h >> 32) as usize & mask;
+                let repeat = loop {
+                    match seen[i] {
+                        (_, u32::MAX) => break false,
+                        (sh, k) if sh == h && ips[k as usize] == ip => break true,
+                        _ => i = (i + 1) & mask,
+                    }
+                };
+                if !repeat {
+                    seen[i] = (h, ips.len() as u32);
                     ips.push(ip);
                     at.push(n as u32);
+                    existing.push(slot);
                 }
             }
         }
-        // One index lookup per address (each is a cache miss in a table of a million bans,
-        // so the buckets of addresses PREFETCH_AHEAD further on are loaded meanwhile).
-        let existing: Vec<Option<Slot>> = ips
-            .iter()
-            .enumerate()
-            .map(|(n, ip)| {
-                if let Some(a) = ips.get(n + PREFETCH_AHEAD) {
-                    self.idx.prefetch(a);
-                }
-                self.idx.get(ip).copied()
-            })
-            .collect();
         let fresh: Vec<IpNet> = ips
             .iter()
             .zip(&existing)
@@ -1065,7 +1122,7 @@ impl BanManager {
             );
         }
         log::debug!(
-            "ban of {}: parse {:?}, history {:?}, plan {:?}, kernel and commit {:?} (kernel {:?}, commit {:?} at once), result {:?}",
+            "ban of {}: parse {:?} (read {t_read:?}), history {:?}, plan {:?}, kernel and commit {:?} (kernel {:?}, commit {:?} at once), result {:?}",
             done.bans.len(),
             t_parse,
             t_hist - t_parse,

@@ -107,6 +107,23 @@ fn io_map_err(map: &'static str, key: &'static str, capacity: u32, e: io::Error)
     }
 }
 
+/// Entries of one exact-ban map from which [`Kernel::put_bans`] splits the writes over
+/// [`writer_threads`] threads (a thread costs tens of microseconds; a jail's batch under a
+/// flood stays on its own thread).
+const SPLIT_MIN: usize = 8192;
+
+/// Threads that write one large batch: two when this process may run on two CPUs or more
+/// (more would only contend with the redb commit that runs beside the map writes).
+fn writer_threads() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(2)
+    })
+}
+
 /// A batch write that stopped at `failed`: the entries in `written` are in the kernel now.
 #[derive(Debug)]
 pub struct PutError {
@@ -625,6 +642,31 @@ impl Kernel {
         }
         let fds = self.fds();
         let mut written = Vec::new();
+        // The exact-ban hash maps of a large batch are written by parallel threads.
+        macro_rules! exact {
+            ($grp:expr, $i:expr) => {{
+                let (keys, vals, nets) = &$grp;
+                let (fd, map, key, cap) = fds[$i];
+                if !keys.is_empty() {
+                    let parts = if keys.len() >= SPLIT_MIN {
+                        writer_threads()
+                    } else {
+                        1
+                    };
+                    if let Err(e) = batch::update_parts(fd, keys, vals, parts) {
+                        for r in e.applied {
+                            written.extend_from_slice(&nets[r]);
+                        }
+                        return Err(PutError {
+                            written,
+                            failed: nets[e.failed],
+                            error: io_map_err(map, key, cap, e.error),
+                        });
+                    }
+                    written.extend_from_slice(nets);
+                }
+            }};
+        }
         macro_rules! group {
             ($grp:expr, $i:expr, $trie:expr) => {{
                 let (keys, vals, nets) = &$grp;
@@ -648,8 +690,8 @@ impl Kernel {
                 }
             }};
         }
-        group!(g.v4, 0, false);
-        group!(g.v6, 1, false);
+        exact!(g.v4, 0);
+        exact!(g.v6, 1);
         group!(g.p4, 2, true);
         group!(g.p6, 3, false);
         Ok(())

@@ -180,6 +180,72 @@ fn full_map_refuses_the_whole_request() {
     assert_eq!(m.stats().maps[0].entries, 8);
 }
 
+/// A request large enough to be parsed by two threads and written to the kernel by two
+/// (20k addresses, repeats across both halves): a refused address in the second half still
+/// changes nothing; accepted, every address is banned once, in the database and the kernel,
+/// and the compact answer names the first position of each.
+#[test]
+fn large_request_is_all_or_nothing_with_repeats_across_halves() {
+    let Some(env) = Env::new() else { return };
+    let text = "interfaces: [lo]\nmaps: {bans: 32768, prefixes: 8, allow: 8}\ndefaults:\n  ignoreip: [127.0.0.0/8]\njails: {}\n";
+    let cfg = Config::parse(text, "test.yaml").expect("test config");
+    let kernel = Kernel::load(&env.pin(), cfg.maps).expect("load XDP object");
+    let store = Store::open(&env.db()).expect("open db");
+    let mut m = BanManager::new(cfg, kernel, store);
+    m.reconcile().expect("reconcile");
+    let k = Kernel::load(&env.pin(), m.config().maps).expect("second kernel handle");
+    const N: usize = 20_000;
+    // Distinct v6 and v4 hosts; then every 1000th address again, in the other half.
+    let mut ips: Vec<String> = (0..N)
+        .map(|i| {
+            if i % 2 == 0 {
+                format!("fd00:f2b::2:{:x}:{:x}", i >> 16, i & 0xffff)
+            } else {
+                format!("10.{}.{}.{}", i >> 16, (i >> 8) & 0xff, i & 0xff)
+            }
+        })
+        .collect();
+    let repeats: Vec<String> = (0..N).step_by(1000).map(|i| ips[i].clone()).collect();
+    ips.splice(N / 4..N / 4, repeats.iter().rev().take(10).cloned());
+    ips.extend(repeats.iter().take(10).cloned());
+    let total = ips.len();
+
+    let mut bad = ips.clone();
+    bad.push("127.0.0.9".into());
+    let e = m
+        .ban_addrs(&bad, None, Some("1h"), false)
+        .expect_err("allowlisted address at the end");
+    assert!(e.contains("127.0.0.9") && e.contains("allowlisted"), "{e}");
+    bad.pop();
+    bad.insert(3 * total / 4, "not-an-ip".into());
+    let e = m
+        .ban_addrs(&bad, None, Some("1h"), false)
+        .expect_err("bad address in the second half");
+    assert!(e.contains("not-an-ip"), "{e}");
+    assert_unchanged(&m, &k, &[]);
+
+    let done = m
+        .ban_addrs(&ips, None, Some("1h"), false)
+        .expect("large ban");
+    assert_eq!(done.len(), N);
+    let mut positions = Vec::new();
+    for r in done.runs().runs {
+        positions.extend(r.at as usize..(r.at + r.n) as usize);
+    }
+    // Each address at the first position it appears, in request order.
+    let mut seen = std::collections::HashSet::new();
+    let want: Vec<usize> = (0..total)
+        .filter(|&p| seen.insert(ips[p].clone()))
+        .collect();
+    assert_eq!(positions, want);
+    assert_eq!(k.all_bans().len(), N);
+    assert_eq!(m.list(None).bans.len(), N);
+    // Again, now all known: extended in place, nothing added.
+    let again = m.ban_addrs(&ips, None, Some("2h"), false).expect("re-ban");
+    assert_eq!(again.len(), N);
+    assert_eq!(k.all_bans().len(), N);
+}
+
 #[test]
 fn jail_port_scope_expiry_and_unban() {
     let Some(env) = Env::new() else { return };

@@ -72,6 +72,58 @@ impl Request {
     }
 }
 
+/// The JSON line (without its newline) of a `ban` request: byte for byte what serde writes
+/// for [`Request::Ban`] with these fields, without building a `String` per address first
+/// (a 50k-address ban from f2b-ctl spent more on that than the agent on its map writes).
+pub fn ban_request_line<'a>(
+    ips: impl IntoIterator<Item = &'a str>,
+    jail: Option<&str>,
+    time: Option<&str>,
+    force: bool,
+    compact: bool,
+) -> Vec<u8> {
+    let ips = ips.into_iter();
+    let mut out = Vec::with_capacity(64 + 24 * ips.size_hint().0);
+    out.extend_from_slice(br#"{"cmd":"ban","ips":["#);
+    for (n, ip) in ips.enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        push_json_str(&mut out, ip);
+    }
+    out.push(b']');
+    if let Some(j) = jail {
+        out.extend_from_slice(br#","jail":"#);
+        push_json_str(&mut out, j);
+    }
+    if let Some(t) = time {
+        out.extend_from_slice(br#","time":"#);
+        push_json_str(&mut out, t);
+    }
+    if force {
+        out.extend_from_slice(br#","force":true"#);
+    }
+    if compact {
+        out.extend_from_slice(br#","compact":true"#);
+    }
+    out.push(b'}');
+    out
+}
+
+/// `s` as a JSON string; addresses (the bulk) need no escape and are copied as they are.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Response {
     pub ok: bool,
@@ -246,6 +298,52 @@ mod tests {
             r#"{"cmd":"ping"}"#
         );
         assert!(!Request::Stats {}.mutates());
+    }
+
+    #[test]
+    fn ban_request_line_is_serdes_encoding() {
+        let ips = ["198.18.0.7", "fd00:f2b::1", "198.18.1.0/24"];
+        for (jail, time, force, compact) in [
+            (None, None, false, false),
+            (Some("sshd"), Some("1h"), true, true),
+            (Some("we\"b\\\u{1}é"), None, false, true),
+            (None, Some("permanent"), true, false),
+        ] {
+            for n in [0, 1, 3] {
+                let req = Request::Ban {
+                    ips: ips[..n].iter().map(|s| s.to_string()).collect(),
+                    jail: jail.map(str::to_string),
+                    time: time.map(str::to_string),
+                    force,
+                    compact,
+                };
+                assert_eq!(
+                    String::from_utf8(ban_request_line(
+                        ips[..n].iter().copied(),
+                        jail,
+                        time,
+                        force,
+                        compact
+                    ))
+                    .unwrap(),
+                    serde_json::to_string(&req).unwrap()
+                );
+            }
+        }
+        // Whatever a caller passes as an address is written as a valid JSON string.
+        let odd = ["a\"b", "\\", "\n", "é"];
+        let line = ban_request_line(odd.iter().copied(), None, None, false, false);
+        let back: Request = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            back,
+            Request::Ban {
+                ips: odd.iter().map(|s| s.to_string()).collect(),
+                jail: None,
+                time: None,
+                force: false,
+                compact: false,
+            }
+        );
     }
 
     #[test]

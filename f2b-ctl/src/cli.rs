@@ -230,16 +230,137 @@ impl Command {
 }
 
 fn normalise(targets: &[IpNet]) -> Vec<String> {
-    let mut seen = std::collections::HashSet::new();
-    targets
+    Addrs::normalised(targets)
         .iter()
-        .filter(|n| seen.insert(**n))
-        .map(|n| {
-            let mut s = String::with_capacity(24);
-            n.push_to(&mut s);
+        .map(str::to_string)
+        .collect()
+}
+
+/// The addresses of a request in normalised form (host bits cleared, IPv4-mapped IPv6 as
+/// IPv4), each once, in the order given: one text buffer and the end of each address in it,
+/// not a `String` per address.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Addrs {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Addrs {
+    pub fn normalised(targets: &[IpNet]) -> Addrs {
+        let mut seen: f2b_agent::bans::index::FastSet<IpNet> =
+            f2b_agent::bans::index::FastSet::with_capacity_and_hasher(
+                targets.len(),
+                Default::default(),
+            );
+        let mut a = Addrs {
+            text: String::with_capacity(targets.len() * 24),
+            ends: Vec::with_capacity(targets.len()),
+        };
+        for n in targets {
+            if seen.insert(*n) {
+                n.push_to(&mut a.text);
+                a.ends.push(a.text.len());
+            }
+        }
+        a
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Address number `i`.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        self.text.get(start..end)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let s = self.text.get(start..end).unwrap_or("");
+            start = end;
             s
         })
-        .collect()
+    }
+}
+
+/// Parses the command line as [`Cli::parse_from`] does (same result; a usage error, help or
+/// version prints and exits the same way, because clap then parses the whole line), but
+/// reads the addresses of a `ban` itself. Clap keeps a type-erased, reference-counted value
+/// and an owned copy of the raw text per value, which for a 50k-address ban cost more than
+/// everything else f2b-ctl does: here clap sees the options and only the first address.
+pub fn parse_args(args: Vec<std::ffi::OsString>) -> Cli {
+    match parse_ban_fast(&args) {
+        Some(cli) => cli,
+        None => Cli::parse_from(args),
+    }
+}
+
+/// The fast `ban` parse of [`parse_args`]; None when the line is not a `ban` whose options
+/// this recognises, when an address is invalid, or when clap refuses the rest: the caller
+/// then lets clap parse (and report on) the whole line.
+fn parse_ban_fast(args: &[std::ffi::OsString]) -> Option<Cli> {
+    // Options that take the next argument as their value, global ones included.
+    const VALUED: [&str; 5] = ["--jail", "--time", "--file", "--socket", "--timeout"];
+    let mut i = 1;
+    loop {
+        let a = args.get(i)?.to_str()?;
+        if a == "ban" {
+            break;
+        }
+        match a {
+            "--socket" | "--timeout" => i += 2,
+            "--json" => i += 1,
+            _ if a.starts_with("--socket=") || a.starts_with("--timeout=") => i += 1,
+            _ => return None,
+        }
+    }
+    let mut kept: Vec<std::ffi::OsString> = args.get(..=i)?.to_vec();
+    let mut targets = Vec::with_capacity(args.len() - i);
+    let mut positional_only = false;
+    i += 1;
+    while let Some(arg) = args.get(i) {
+        let a = arg.to_str()?;
+        if positional_only || !a.starts_with('-') || a == "-" {
+            targets.push(parse_target(a).ok()?);
+            if targets.len() == 1 {
+                // Clap still sees one address: `ban` requires one unless --file is given.
+                kept.push(arg.clone());
+            }
+            i += 1;
+            continue;
+        }
+        let takes_value = if a == "--" {
+            positional_only = true;
+            false
+        } else if a.starts_with("--") {
+            VALUED.contains(&a)
+        } else {
+            // Short options: -j, -t and -f take a value, in this or the next argument.
+            match a.as_bytes().get(1) {
+                Some(b'j' | b't' | b'f') => a.len() == 2,
+                _ => return None,
+            }
+        };
+        kept.push(arg.clone());
+        if takes_value {
+            kept.push(args.get(i + 1)?.clone());
+            i += 1;
+        }
+        i += 1;
+    }
+    let mut cli = Cli::try_parse_from(kept).ok()?;
+    match &mut cli.command {
+        Command::Ban { targets: t, .. } => *t = targets,
+        _ => return None,
+    }
+    Some(cli)
 }
 
 /// An address or prefix; /0 is refused because it would ban (or name) the whole Internet.
@@ -418,6 +539,117 @@ mod tests {
         let missing = parse(&["ban", "--file", "/nonexistent/f2b/list"]).unwrap();
         assert!(missing.command.with_file_targets().is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The fast `ban` parse gives what clap gives for the whole line, and leaves every line
+    /// it does not fully understand (or clap refuses) to clap.
+    #[test]
+    fn fast_ban_parse_is_claps() {
+        let os = |args: &[&str]| -> Vec<std::ffi::OsString> {
+            std::iter::once("f2b-ctl")
+                .chain(args.iter().copied())
+                .map(Into::into)
+                .collect()
+        };
+        let same = [
+            &["ban", "198.18.0.7"][..],
+            &[
+                "ban",
+                "198.18.0.7",
+                "fd00:f2b::1",
+                "198.18.1.9/24",
+                "198.18.0.7",
+            ],
+            &[
+                "--json",
+                "ban",
+                "-t",
+                "1h",
+                "198.18.0.7",
+                "--jail",
+                "sshd",
+                "::ffff:1.2.3.4",
+            ],
+            &[
+                "--socket",
+                "/x",
+                "--timeout=2m",
+                "ban",
+                "1.2.3.4",
+                "-jsshd",
+                "--force",
+                "5.6.7.8",
+            ],
+            &[
+                "ban",
+                "1.2.3.4",
+                "--time=1d",
+                "--socket=/y",
+                "--json",
+                "5.6.7.8",
+                "--timeout",
+                "9s",
+            ],
+            &["ban", "-f", "/some/file"],
+            &["ban", "--file", "/some/file", "-t", "permanent", "1.2.3.4"],
+            &["ban", "-j", "sshd", "--", "1.2.3.4", "5.6.7.8"],
+            &["ban", "1.2.3.4", "--", "[fd00:f2b::9]"],
+        ];
+        for args in same {
+            let fast = parse_ban_fast(&os(args)).unwrap_or_else(|| panic!("{args:?}"));
+            let clap = parse(args).unwrap();
+            assert_eq!(format!("{fast:?}"), format!("{clap:?}"), "{args:?}");
+        }
+        // Not taken (clap decides, and reports the same errors as before).
+        for args in [
+            &["ban"][..],
+            &["ban", "not-an-ip"],
+            &["ban", "1.2.3.4", "0.0.0.0/0"],
+            &["ban", "1.2.3.4", "--time", "10x"],
+            &["ban", "1.2.3.4", "--bogus"],
+            &["ban", "1.2.3.4", "-h"],
+            &["ban", "1.2.3.4", "-"],
+            &["ban", "1.2.3.4", "--jail"],
+            &["ban", "1.2.3.4", "--jail", ""],
+            &["--help"],
+            &["unban", "1.2.3.4"],
+            &["list"],
+            &["--socket"],
+        ] {
+            assert!(parse_ban_fast(&os(args)).is_none(), "{args:?}");
+        }
+        // Valid lines the fast path leaves alone still parse.
+        let cli = parse_args(os(&["unban", "1.2.3.4", "--json"]));
+        assert!(cli.json);
+        let cli = parse_args(os(&["ban", "1.2.3.4", "5.6.7.8", "--force"]));
+        let Command::Ban { targets, force, .. } = &cli.command else {
+            panic!("{cli:?}")
+        };
+        assert!(*force);
+        assert_eq!(targets.len(), 2);
+    }
+
+    #[test]
+    fn addrs_are_normalised_once_each_in_order() {
+        let t: Vec<IpNet> = [
+            "198.18.1.9/24",
+            "::ffff:198.18.0.9",
+            "fd00:f2b::1",
+            "198.18.0.9",
+            "198.18.1.0/24",
+        ]
+        .iter()
+        .map(|s| parse_target(s).unwrap())
+        .collect();
+        let a = Addrs::normalised(&t);
+        assert_eq!(a.len(), 3);
+        assert_eq!(
+            a.iter().collect::<Vec<_>>(),
+            ["198.18.1.0/24", "198.18.0.9", "fd00:f2b::1"]
+        );
+        assert_eq!(a.get(1), Some("198.18.0.9"));
+        assert_eq!(a.get(3), None);
+        assert!(Addrs::normalised(&[]).is_empty());
     }
 
     #[test]

@@ -102,6 +102,16 @@ impl Client {
     /// Sends `req` and returns the response line undecoded (for a caller that decodes a
     /// large answer straight into its type, without a JSON tree first).
     pub fn exchange_raw(&self, req: &Request) -> Result<Vec<u8>, CtlError> {
+        let line = serde_json::to_vec(req).map_err(|e| CtlError::BadResponse {
+            socket: self.socket.clone(),
+            reason: format!("encoding request: {e}"),
+        })?;
+        self.exchange_line(line)
+    }
+
+    /// Sends one encoded request (`line`, without its newline) and returns the response line
+    /// undecoded.
+    pub fn exchange_line(&self, mut line: Vec<u8>) -> Result<Vec<u8>, CtlError> {
         let unreachable = |reason: String| CtlError::Unreachable {
             socket: self.socket.clone(),
             reason,
@@ -123,8 +133,6 @@ impl Client {
             .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
             .map_err(|e| unreachable(os_message(&e)))?;
 
-        let mut line =
-            serde_json::to_vec(req).map_err(|e| bad(format!("encoding request: {e}")))?;
         line.push(b'\n');
         stream.write_all(&line).map_err(|e| {
             unreachable(match e.kind() {

@@ -37,6 +37,24 @@ pub fn run(cli: &Cli, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
         }
     };
     let command = with_file.as_ref().unwrap_or(&cli.command);
+    if let cli::Command::Ban {
+        targets,
+        jail,
+        time,
+        force,
+        file: _,
+    } = command
+    {
+        let client = Client::new(cli.socket_path(), cli.timeout);
+        let time = time.map(|t| t.to_string());
+        let req = BanReq {
+            ips: cli::Addrs::normalised(targets),
+            jail: jail.as_deref(),
+            time: time.as_deref(),
+            force: *force,
+        };
+        return ban(&client, &req, cli.json, stdout, stderr);
+    }
     let Some(req) = command.to_request() else {
         // The only command that does not talk to the agent.
         return match command {
@@ -45,9 +63,6 @@ pub fn run(cli: &Cli, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
         };
     };
     let client = Client::new(cli.socket_path(), cli.timeout);
-    if let cli::Command::Ban { .. } = command {
-        return ban(&client, &req, cli.json, stdout, stderr);
-    }
     let data = match client.call(&req) {
         Ok(d) => d,
         Err(e) => {
@@ -68,24 +83,42 @@ pub fn run(cli: &Cli, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
     finish(written, stdout, stderr)
 }
 
+/// What a `ban` sends: [`f2b_common::proto::Request::Ban`] with its addresses in one buffer.
+struct BanReq<'a> {
+    ips: cli::Addrs,
+    jail: Option<&'a str>,
+    time: Option<&'a str>,
+    force: bool,
+}
+
+impl BanReq<'_> {
+    fn line(&self, compact: bool) -> Vec<u8> {
+        f2b_common::proto::ban_request_line(
+            self.ips.iter(),
+            self.jail,
+            self.time,
+            self.force,
+            compact,
+        )
+    }
+}
+
 /// `ban`: asks for the compact answer ([`BanRuns`], a few runs however many addresses) and
 /// prints each ban from the request's own addresses, for a person or, with `--json`, as the
 /// [`BanResult`] the full answer is. An agent that predates `compact` refuses the field: the
 /// request is sent again without it and the full answer printed ([`ban_full`]).
 fn ban(
     client: &Client,
-    req: &f2b_common::proto::Request,
+    req: &BanReq<'_>,
     json: bool,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> u8 {
-    let f2b_common::proto::Request::Ban { ips, compact, .. } = req else {
-        return EXIT_USAGE;
-    };
-    let line = match client.exchange_raw(req) {
+    let line = match client.exchange_line(req.line(true)) {
         Ok(l) => l,
         Err(e) => return fail(e, stderr),
     };
+    let ips = &req.ips;
     match serde_json::from_slice::<Answer<BanRuns>>(&line) {
         Ok(Answer {
             ok: true,
@@ -115,12 +148,8 @@ fn ban(
             ok: false,
             error: Some(e),
             ..
-        }) if *compact && e.contains("unknown field `compact`") => {
-            let mut full = req.clone();
-            if let f2b_common::proto::Request::Ban { compact, .. } = &mut full {
-                *compact = false;
-            }
-            match client.exchange_raw(&full) {
+        }) if e.contains("unknown field `compact`") => {
+            match client.exchange_line(req.line(false)) {
                 Ok(l) => ban_full(client, &l, json, stdout, stderr),
                 Err(e) => fail(e, stderr),
             }

@@ -2,11 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits 2 (help and --version exit 0).
-    let cli = f2b_ctl::cli::Cli::parse();
+    let cli = f2b_ctl::cli::parse_args(std::env::args_os().collect());
     let code = f2b_ctl::run(
         &cli,
         &mut std::io::stdout().lock(),

@@ -190,38 +190,68 @@ pub fn ban(r: &BanResult, now: u64) -> String {
     )
 }
 
+/// The addresses of a request by position: [`crate::cli::Addrs`], or a slice of strings.
+pub trait Names {
+    fn count(&self) -> usize;
+    fn name(&self, i: usize) -> Option<&str>;
+}
+
+impl Names for crate::cli::Addrs {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn name(&self, i: usize) -> Option<&str> {
+        self.get(i)
+    }
+}
+
+impl<S: AsRef<str>> Names for [S] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn name(&self, i: usize) -> Option<&str> {
+        self.get(i).map(AsRef::as_ref)
+    }
+}
+
 /// [`ban`] for a compact answer: the addresses are the request's `ips`, named by position.
 /// Err when a run names a position the request does not have.
-pub fn ban_runs(ips: &[String], r: &BanRuns, now: u64) -> Result<String, String> {
-    let mut lines = Vec::with_capacity(r.runs.len());
+pub fn ban_runs<N: Names + ?Sized>(ips: &N, r: &BanRuns, now: u64) -> Result<String, String> {
     for run in &r.runs {
-        lines.push((run_ips(ips, run)?, run));
+        run_ips(ips, run)?;
     }
     Ok(ban_lines(
-        lines.into_iter().flat_map(|(addrs, run)| {
-            addrs
-                .iter()
-                .map(move |ip| (ip.as_str(), run.jail.as_str(), run.until, run.ban_count))
+        r.runs.iter().flat_map(|run| {
+            let at = run.at as usize;
+            (at..at + run.n as usize).map(move |i| {
+                (
+                    ips.name(i).unwrap_or(""),
+                    run.jail.as_str(),
+                    run.until,
+                    run.ban_count,
+                )
+            })
         }),
         r.runs.iter().map(|r| r.n as usize).sum(),
         now,
     ))
 }
 
-/// The request addresses of `run`.
-fn run_ips<'a>(ips: &'a [String], run: &BanRun) -> Result<&'a [String], String> {
+/// The positions of the request addresses of `run`.
+fn run_ips<N: Names + ?Sized>(ips: &N, run: &BanRun) -> Result<std::ops::Range<usize>, String> {
     let (at, n) = (run.at as usize, run.n as usize);
-    ips.get(at..at.saturating_add(n)).ok_or_else(|| {
-        format!(
+    match at.checked_add(n) {
+        Some(end) if end <= ips.count() => Ok(at..end),
+        _ => Err(format!(
             "a run of {n} bans at position {at} of a request of {} addresses",
-            ips.len()
-        )
-    })
+            ips.count()
+        )),
+    }
 }
 
 /// A compact answer as `--json` prints a [`BanResult`] (the agent's full answer, printed
 /// through a JSON tree: keys sorted, one line): `{"banned":[BanInfo...]}`.
-pub fn ban_runs_json(ips: &[String], r: &BanRuns) -> Result<String, String> {
+pub fn ban_runs_json<N: Names + ?Sized>(ips: &N, r: &BanRuns) -> Result<String, String> {
     #[derive(serde::Serialize)]
     struct Sorted<'a> {
         ban_count: u32,
@@ -232,11 +262,11 @@ pub fn ban_runs_json(ips: &[String], r: &BanRuns) -> Result<String, String> {
         since: u64,
         until: Option<u64>,
     }
-    let mut out = Vec::with_capacity(64 + 128 * ips.len());
+    let mut out = Vec::with_capacity(64 + 128 * ips.count());
     out.extend_from_slice(br#"{"banned":["#);
     let mut first = true;
     for run in &r.runs {
-        for ip in run_ips(ips, run)? {
+        for i in run_ips(ips, run)? {
             if !first {
                 out.push(b',');
             }
@@ -244,7 +274,7 @@ pub fn ban_runs_json(ips: &[String], r: &BanRuns) -> Result<String, String> {
             let b = Sorted {
                 ban_count: run.ban_count,
                 bytes: run.bytes,
-                ip,
+                ip: ips.name(i).unwrap_or(""),
                 jail: &run.jail,
                 packets: run.packets,
                 since: run.since,
@@ -263,16 +293,19 @@ fn ban_lines<'a>(
     count: usize,
     now: u64,
 ) -> String {
-    use std::fmt::Write as _;
     let mut out = String::with_capacity(count * 96);
-    // A bulk ban gives most addresses the same end: format it once per run.
-    let mut until: Option<(Option<u64>, String)> = None;
+    // A bulk ban gives most addresses the same jail, end and count: what follows the address
+    // is formatted once for a run of alike bans.
+    let mut key = None;
+    let mut tail = String::new();
     for (ip, jail, end, count) in bans {
-        if until.as_ref().is_none_or(|u| u.0 != end) {
-            until = Some((end, until_text(end, now)));
+        if key != Some((jail, end, count)) {
+            key = Some((jail, end, count));
+            tail = format!(" in jail {jail} {} (ban #{count})\n", until_text(end, now));
         }
-        let text = until.as_ref().map_or("", |u| u.1.as_str());
-        let _ = writeln!(out, "banned {ip} in jail {jail} {text} (ban #{count})");
+        out.push_str("banned ");
+        out.push_str(ip);
+        out.push_str(&tail);
     }
     if out.is_empty() {
         out.push_str("nothing banned\n");
@@ -693,17 +726,27 @@ mod tests {
                 })
                 .collect(),
         };
-        let text = ban_runs(&ips, &runs, NOW).expect("runs in range");
+        let text = ban_runs(ips.as_slice(), &runs, NOW).expect("runs in range");
         assert_eq!(text, ban(&full, NOW));
+        // The same from the buffer f2b-ctl keeps its addresses in.
+        let addrs = crate::cli::Addrs::normalised(
+            &ips.iter()
+                .map(|s| crate::cli::parse_target(s).expect("address"))
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(ban_runs(&addrs, &runs, NOW), Ok(text.clone()));
         assert!(
             text.starts_with("banned 198.18.0.7 in jail sshd until "),
             "{text}"
         );
         assert_eq!(text.lines().count(), 3);
         let tree = serde_json::to_value(&full).expect("encode").to_string();
-        assert_eq!(ban_runs_json(&ips, &runs).expect("runs in range"), tree);
         assert_eq!(
-            ban_runs(&ips, &BanRuns { runs: vec![] }, NOW).expect("empty"),
+            ban_runs_json(ips.as_slice(), &runs).expect("runs in range"),
+            tree
+        );
+        assert_eq!(
+            ban_runs(ips.as_slice(), &BanRuns { runs: vec![] }, NOW).expect("empty"),
             "nothing banned\n"
         );
         for bad in [
@@ -711,8 +754,8 @@ mod tests {
             run(u32::MAX, 2, "sshd", None, 1, 0),
         ] {
             let bad = BanRuns { runs: vec![bad] };
-            assert!(ban_runs(&ips, &bad, NOW).is_err());
-            assert!(ban_runs_json(&ips, &bad).is_err());
+            assert!(ban_runs(ips.as_slice(), &bad, NOW).is_err());
+            assert!(ban_runs_json(ips.as_slice(), &bad).is_err());
         }
     }
 

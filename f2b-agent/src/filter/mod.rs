@@ -976,7 +976,6 @@ impl Filter {
             .collect();
         let per_pattern: Option<Vec<Vec<String>>> = each.iter().cloned().collect();
         let mode_literals = mode_def.and_then(|m| m.literals.clone());
-        let overridden = raw.literals.is_some() || mode_literals.is_some();
         let base_n = if replace { 0 } else { raw.failregex.len() };
         let list = |over: Option<Vec<String>>, pats: &[Option<Vec<String>>]| {
             if pats.is_empty() {
@@ -1035,9 +1034,11 @@ impl Filter {
             }
             _ => (None, Vec::new()),
         };
-        // Only an ordering hint for the raw gate (which asks every pattern in the end).
+        // Only an ordering hint for the raw gate (which asks every pattern in the end): the
+        // patterns whose own literals hold the one found (also for an override's literals,
+        // when they are pieces of the patterns' own, as sshd's are).
         let lit_owners = match &per_pattern {
-            Some(pp) if !overridden => literals
+            Some(pp) => literals
                 .iter()
                 .map(|l| {
                     (0..pp.len())

@@ -20,8 +20,13 @@ use crate::report::{Plot, Series, Stat, Table, num, opt, text};
 use crate::scale::{AgentProc, Unmount, bins, ctl, wait_ping};
 use crate::sys;
 
+/// Source number `i` after `base`, from 100.64.0.0 on.
+fn v4_u32(base: u32, i: u32) -> u32 {
+    (100u32 << 24 | 64 << 16) + base + i
+}
+
 fn v4(base: u32, i: u32) -> String {
-    let a = (100u32 << 24 | 64 << 16) + base + i;
+    let a = v4_u32(base, i);
     format!(
         "{}.{}.{}.{}",
         a >> 24,
@@ -249,7 +254,9 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
         }
     }
     // (1) Bans via a jail (after the flood steps, so a ban backlog cannot disturb them).
-    let (buf, _) = gen_lines(0, nbans, nbans, 1 << 20);
+    // Sources from 100.80.0.0 on, apart from the flood steps' pool.
+    let ban_base = 1 << 20;
+    let (buf, _) = gen_lines(0, nbans, nbans, ban_base);
     let map = sys::obj_get(&pin.join(f2b_common::maps::BANS_V4)).context("pinned bans map")?;
     let t0 = Instant::now();
     {
@@ -273,7 +280,7 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
     // right after must find all of them. Before, that full count ran every 250 ms from the
     // start: a 250 ms resolution, its own ~0.1 s counted, and the batch lookup takes the
     // buckets' locks the agent's writes need.
-    let key = |k: u64| ((100u32 << 24 | 64 << 16) + (1 << 20) + k as u32).to_be_bytes();
+    let key = |k: u64| v4_u32(ban_base, k as u32).to_be_bytes();
     let mut val = vec![0u8; vsize];
     let mut has = |k: u64| sys::lookup_elem(map.as_fd(), &key(k), &mut val);
     let mut next_sample = Duration::from_millis(50);
@@ -350,9 +357,9 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
          the time the last line's source is in (looked up every 1 ms; the jail bans in \
          log order), confirmed by a full count (BPF_MAP_LOOKUP_BATCH) right after; the \
          plot's points in between are the log position up to which the sources are in the \
-         map (a binary search of lookups every 50 ms). Before this session the full count \
-         ran every 250 ms throughout: 250 ms resolution, its own ~0.1 s counted, and its \
-         bucket locks slowed the agent's writes. Runs after the flood steps. Agent \
+         map (a binary search of lookups every 50 ms). (A full count every 250 ms instead \
+         gave 250 ms resolution, counted its own ~0.1 s, and its bucket locks slowed the \
+         agent's writes.) Runs after the flood steps. Agent \
          pinned to CPU {agent_cpu}."
     );
     t.row(vec![

@@ -923,22 +923,13 @@ impl BanManager {
         let mut at: Vec<u32> = Vec::with_capacity(req_ips.len());
         let mut existing: Vec<Option<Slot>> = Vec::with_capacity(req_ips.len());
         {
-            // Repeats are found by the index hash each address has already: a table of
-            // (hash, position in `ips`), addresses compared only when hashes are equal.
-            let cap = (parsed.len() * 2).next_power_of_two().max(16);
-            let mask = cap - 1;
-            let mut seen: Vec<(u64, u32)> = vec![(0, u32::MAX); cap];
+            // Repeats are found by the index hash each address has already: positions in
+            // `ips` by that hash, addresses compared only when the hashes' tags are equal.
+            let mut seen = crate::addr_table::AddrTable::default();
+            seen.reserve(parsed.len());
             for (n, (ip, h, slot)) in parsed.into_iter().enumerate() {
-                let mut i = (h >> 32) as usize & mask;
-                let repeat = loop {
-                    match seen[i] {
-                        (_, u32::MAX) => break false,
-                        (sh, k) if sh == h && ips[k as usize] == ip => break true,
-                        _ => i = (i + 1) & mask,
-                    }
-                };
-                if !repeat {
-                    seen[i] = (h, ips.len() as u32);
+                if seen.find(h, |k| ips[k as usize] == ip).is_none() {
+                    seen.insert(h, ips.len() as u32);
                     ips.push(ip);
                     at.push(n as u32);
                     existing.push(slot);

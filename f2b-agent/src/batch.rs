@@ -102,6 +102,17 @@ pub struct PartsError {
     pub error: io::Error,
 }
 
+impl From<BatchError> for PartsError {
+    /// A batch written as one part.
+    fn from(e: BatchError) -> PartsError {
+        PartsError {
+            applied: std::iter::once(0..e.done).collect(),
+            failed: e.done,
+            error: e.error,
+        }
+    }
+}
+
 /// [`update`] with the elements split into `parts` contiguous parts written at once, one
 /// thread each (the caller's thread takes the first). A hash map insert is mostly cache and
 /// TLB misses (about 1 us per entry in a map of a million), and the map's buckets are locked

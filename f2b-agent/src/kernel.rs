@@ -642,18 +642,25 @@ impl Kernel {
         }
         let fds = self.fds();
         let mut written = Vec::new();
-        // The exact-ban hash maps of a large batch are written by parallel threads.
-        macro_rules! exact {
-            ($grp:expr, $i:expr) => {{
+        // `split`: a large batch of this (exact-ban hash) map is written by parallel
+        // threads. `trie`: an LPM trie that may not take batches is written entry by entry.
+        macro_rules! group {
+            ($grp:expr, $i:expr, split: $split:expr, trie: $trie:expr) => {{
                 let (keys, vals, nets) = &$grp;
                 let (fd, map, key, cap) = fds[$i];
                 if !keys.is_empty() {
-                    let parts = if keys.len() >= SPLIT_MIN {
+                    let parts = if $split && keys.len() >= SPLIT_MIN {
                         writer_threads()
                     } else {
                         1
                     };
-                    if let Err(e) = batch::update_parts(fd, keys, vals, parts) {
+                    let r = match batch::update_parts(fd, keys, vals, parts) {
+                        Err(e) if $trie && e.failed == 0 && batch_unsupported(&e.error) => {
+                            one_by_one(fd, keys, vals).map_err(batch::PartsError::from)
+                        }
+                        r => r,
+                    };
+                    if let Err(e) = r {
                         for r in e.applied {
                             written.extend_from_slice(&nets[r]);
                         }
@@ -667,33 +674,10 @@ impl Kernel {
                 }
             }};
         }
-        macro_rules! group {
-            ($grp:expr, $i:expr, $trie:expr) => {{
-                let (keys, vals, nets) = &$grp;
-                let (fd, map, key, cap) = fds[$i];
-                if !keys.is_empty() {
-                    let r = match batch::update(fd, keys, vals) {
-                        Err(e) if $trie && e.done == 0 && batch_unsupported(&e.error) => {
-                            one_by_one(fd, keys, vals)
-                        }
-                        r => r,
-                    };
-                    if let Err(e) = r {
-                        written.extend_from_slice(&nets[..e.done]);
-                        return Err(PutError {
-                            written,
-                            failed: nets[e.done],
-                            error: io_map_err(map, key, cap, e.error),
-                        });
-                    }
-                    written.extend_from_slice(nets);
-                }
-            }};
-        }
-        exact!(g.v4, 0);
-        exact!(g.v6, 1);
-        group!(g.p4, 2, true);
-        group!(g.p6, 3, false);
+        group!(g.v4, 0, split: true, trie: false);
+        group!(g.v6, 1, split: true, trie: false);
+        group!(g.p4, 2, split: false, trie: true);
+        group!(g.p6, 3, split: false, trie: false);
         Ok(())
     }
 

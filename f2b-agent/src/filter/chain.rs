@@ -31,7 +31,7 @@ pub(super) struct Chain {
 #[derive(Debug, Clone)]
 enum Step {
     Fwd {
-        dfa: Box<LoopDfa>,
+        dfa: Box<ShortcutDfa>,
         group: Option<usize>,
         inner: Option<Inner>,
         skip: Option<Box<Skip>>,
@@ -79,7 +79,7 @@ pub(super) struct Skip {
 ///   in "`): the text is compared with that literal, and on a match the state after it is
 ///   taken at once. On a mismatch the DFA is stepped as usual (it dies or quits there).
 #[derive(Debug, Clone)]
-pub(super) struct LoopDfa {
+pub(super) struct ShortcutDfa {
     pub(super) dfa: dense::DFA<Vec<u32>>,
     /// By state index (`id >> stride2`): 0, or 1 + the index of the state's shortcut in
     /// `jumps`. Only non-special states have one.
@@ -101,8 +101,8 @@ const MIN_LOOP: usize = 4;
 /// Shorter literals are stepped: taking the shortcut costs a branch the CPU mispredicts.
 const MIN_RUN: usize = 4;
 
-impl LoopDfa {
-    pub(super) fn new(dfa: dense::DFA<Vec<u32>>) -> LoopDfa {
+impl ShortcutDfa {
+    pub(super) fn new(dfa: dense::DFA<Vec<u32>>) -> ShortcutDfa {
         let classes = *dfa.byte_classes();
         let reps: Vec<u8> = classes
             .representatives(0..=255)
@@ -170,7 +170,7 @@ impl LoopDfa {
             jumps.push(jump);
             kind[i] = jumps.len() as u16;
         }
-        LoopDfa { dfa, kind, jumps }
+        ShortcutDfa { dfa, kind, jumps }
     }
 
     /// The shortcut from `sid`, if it has one.
@@ -320,7 +320,7 @@ impl Chain {
                         .and_then(|l| Skip::new(&dfa, l))
                         .map(Box::new);
                     Step::Fwd {
-                        dfa: Box::new(LoopDfa::new(dfa)),
+                        dfa: Box::new(ShortcutDfa::new(dfa)),
                         group,
                         inner,
                         skip,
@@ -451,7 +451,7 @@ impl Chain {
 /// of those bytes, as the library's search does. With a [`Skip`], its literal is compared
 /// rather than stepped over.
 pub(super) fn first_end(
-    ld: &LoopDfa,
+    ld: &ShortcutDfa,
     t: &[u8],
     pos: usize,
     skip: Option<&Skip>,
@@ -704,7 +704,7 @@ mod tests {
         ];
         let texts = texts(20_000);
         for (re, form) in forms {
-            let dfa = LoopDfa::new(ascii_dense(&re).unwrap());
+            let dfa = ShortcutDfa::new(ascii_dense(&re).unwrap());
             let (mut some, mut none) = (0, 0);
             for t in &texts {
                 for pos in 0..=t.len() {
@@ -742,7 +742,7 @@ mod tests {
         let mut next = rng(0x2545_f491_4f6c_dd1d);
         let mut skips = 0;
         for re in steps {
-            let dfa = LoopDfa::new(ascii_dense(re).unwrap());
+            let dfa = ShortcutDfa::new(ascii_dense(re).unwrap());
             let Some(lit) = pattern::literal_prefix(re) else {
                 continue;
             };
@@ -796,10 +796,10 @@ mod tests {
         ];
         const B: &[u8] = b"ab x\t\"\n 1.9:,\xc3";
         let mut next = rng(0x9e37_79b9_7f4a_7c15);
-        let mut loops = 0;
+        let mut shortcuts = 0;
         for re in pats {
-            let dfa = LoopDfa::new(ascii_dense(re).unwrap());
-            loops += dfa.jumps.len();
+            let dfa = ShortcutDfa::new(ascii_dense(re).unwrap());
+            shortcuts += dfa.jumps.len();
             for _ in 0..3_000 {
                 let mut t = REAL[(next() % REAL.len() as u64) as usize].to_vec();
                 for _ in 0..next() % 4 {
@@ -825,6 +825,6 @@ mod tests {
                 }
             }
         }
-        assert!(loops >= 12, "{loops} shortcuts");
+        assert!(shortcuts >= 12, "{shortcuts} shortcuts");
     }
 }

@@ -458,7 +458,7 @@ struct AsciiEngines {
     pref_prefix: Option<meta::Regex>,
     /// The same fully compiled (no cache to consult, no strategy to pick per call), when it
     /// fits in [`DENSE_LIMIT`] bytes.
-    pref_prefix_dense: Option<chain::LoopDfa>,
+    pref_prefix_dense: Option<chain::ShortcutDfa>,
     fail_set: Option<meta::Regex>,
     quick_set: Option<meta::Regex>,
     /// The failregexes leftmost-first, when all start with `^`.
@@ -913,7 +913,7 @@ impl Filter {
                 .as_deref()
                 .filter(|_| pref_prefix.is_some())
                 .and_then(ascii_dense)
-                .map(chain::LoopDfa::new),
+                .map(chain::ShortcutDfa::new),
             pref_prefix: ascii_prefix_src
                 .as_deref()
                 .filter(|_| pref_prefix.is_some())

@@ -36,7 +36,7 @@ enum Step {
         inner: Option<Inner>,
         skip: Option<Box<Skip>>,
     },
-    /// A `<HOST>` group: its end read by [`host_end`], which gives what the group's DFA
+    /// A `<HOST>` group: its end read by [`host_read`], which gives what the group's DFA
     /// would (its leftmost-first match), without stepping a DFA of a few hundred states.
     Host { group: usize, form: HostForm },
     Lazy {
@@ -65,12 +65,14 @@ enum LazyEnd {
 #[derive(Debug, Clone)]
 pub(super) struct Skip {
     lit: Vec<u8>,
-    after: [Option<StateID>; 5],
+    /// [`ShortcutDfa`] ids.
+    after: [Option<u32>; 5],
 }
 
-/// A DFA with shortcuts for two kinds of state, which [`first_end`] takes instead of one
-/// dependent transition load per byte (the library's own acceleration covers loops left by
-/// at most 3 bytes; `\S` is left by 6, and it has nothing for literals mid-pattern):
+/// A DFA in a table of its own, with shortcuts for two kinds of state, which [`first_end`]
+/// takes instead of one dependent transition load per byte (the library's own acceleration
+/// covers loops left by at most 3 bytes; `\S` is left by 6, and it has nothing for literals
+/// mid-pattern):
 /// - a state that loops on itself for at least [`MIN_LOOP`] bytes (`\S+`, `[^"]*`, `\d+`):
 ///   the next byte that leaves it is found with a table lookup per byte, loads that do not
 ///   wait on each other;
@@ -78,13 +80,48 @@ pub(super) struct Skip {
 ///   again from the next, for at least [`MIN_RUN`] bytes (`, server: `, `" was not found
 ///   in "`): the text is compared with that literal, and on a match the state after it is
 ///   taken at once. On a mismatch the DFA is stepped as usual (it dies or quits there).
+///
+/// The transitions are a table of its own whose entries carry two flags beside the next
+/// state's id: [`MATCH`] (a match ends at the byte just stepped: recorded without a branch)
+/// and [`LOOK`] (dead, quit, accelerated, or a shortcut: its [`Look`] is read). A step is a
+/// class load, a transition load and a test of the flags, where the library's DFA plus a
+/// shortcut table took a second lookup per byte and a branch per match state.
 #[derive(Debug, Clone)]
 pub(super) struct ShortcutDfa {
+    /// The library's DFA, for start states the table cannot give (and the tests).
     pub(super) dfa: dense::DFA<Vec<u32>>,
-    /// By state index (`id >> stride2`): 0, or 1 + the index of the state's shortcut in
-    /// `jumps`. Only non-special states have one.
-    kind: Vec<u16>,
-    jumps: Vec<Jump>,
+    /// `next[(id & ID) + cls[byte]]`: the next state's id with its flags. Ids are state
+    /// indexes shifted left by `stride2`.
+    next: Box<[u32]>,
+    cls: [u8; 256],
+    stride2: u32,
+    /// By state index (all states: most have nothing in it).
+    looks: Box<[Look]>,
+    /// By state index: a match ends at the end of the text when it ends in this state.
+    eoi: Box<[bool]>,
+    /// This table's id of each of the library's states, by the library's state index.
+    remap: Box<[u32]>,
+    /// The anchored start state by [`start_class`] of the byte before, when every byte of a
+    /// class leads to the same one (else None: the library's DFA is asked).
+    starts: Option<[u32; 5]>,
+}
+
+/// A [`ShortcutDfa`] id's flag: a match ends at the byte that entered the state.
+const MATCH: u32 = 1 << 31;
+/// A [`ShortcutDfa`] id's flag: the state's [`Look`] has something.
+const LOOK: u32 = 1 << 30;
+/// The id without its flags.
+const ID: u32 = LOOK - 1;
+
+/// What a state holds besides its transitions and whether it matches.
+#[derive(Debug, Clone, Default)]
+struct Look {
+    dead: bool,
+    quit: bool,
+    /// Entered: it stays until the next of these bytes (the library's acceleration).
+    accel: Option<Box<[u8]>>,
+    /// In it, before the next byte: the shortcut.
+    jump: Option<Jump>,
 }
 
 #[derive(Debug, Clone)]
@@ -93,7 +130,7 @@ enum Jump {
     Loop(Box<[bool; 256]>),
     /// The literal only leads on, and the state after it (non-special, as are those on the
     /// way).
-    Run(Box<[u8]>, StateID),
+    Run(Box<[u8]>, u32),
 }
 
 /// Loops on fewer bytes are stepped: they rarely run long.
@@ -104,9 +141,10 @@ const MIN_RUN: usize = 4;
 impl ShortcutDfa {
     pub(super) fn new(dfa: dense::DFA<Vec<u32>>) -> ShortcutDfa {
         let classes = *dfa.byte_classes();
-        let reps: Vec<u8> = classes
-            .representatives(0..=255)
-            .filter_map(|u| u.as_u8())
+        let cls: [u8; 256] = std::array::from_fn(|b| classes.get(b as u8));
+        let nclass = usize::from(cls.iter().copied().max().unwrap_or(0)) + 1;
+        let reps: Vec<u8> = (0..nclass)
+            .map(|c| cls.iter().position(|&k| usize::from(k) == c).unwrap_or(0) as u8)
             .collect();
         // Every state reachable from an anchored start, whatever the look-behind.
         let mut seen = std::collections::HashSet::new();
@@ -139,47 +177,97 @@ impl ShortcutDfa {
             let one = live.next()?;
             (live.next().is_none() && !dfa.is_special_state(one.1)).then_some(one)
         };
-        let mut states: Vec<StateID> = seen.into_iter().collect();
-        states.sort();
-        let (mut kind, mut jumps) = (Vec::new(), Vec::new());
-        for s in states {
-            if dfa.is_special_state(s) || jumps.len() >= usize::from(u16::MAX) {
+        // Shortcuts (with the library's ids for now), of non-special states only.
+        let mut jumps = std::collections::HashMap::new();
+        for &s in &seen {
+            if dfa.is_special_state(s) {
                 continue;
             }
             let leave: [bool; 256] = std::array::from_fn(|b| dfa.next_state(s, b as u8) != s);
-            let jump = if leave.iter().filter(|l| !**l).count() >= MIN_LOOP {
-                Jump::Loop(Box::new(leave))
-            } else {
-                let (mut lit, mut to) = (Vec::new(), s);
-                while let Some((b, n)) = forced(to) {
-                    if lit.len() >= 255 {
-                        break;
-                    }
-                    lit.push(b);
-                    to = n;
-                }
-                if lit.len() < MIN_RUN {
-                    continue;
-                }
-                Jump::Run(lit.into_boxed_slice(), to)
-            };
-            let i = s.as_usize() >> dfa.stride2();
-            if kind.len() <= i {
-                kind.resize(i + 1, 0);
+            if leave.iter().filter(|l| !**l).count() >= MIN_LOOP {
+                jumps.insert(s, (Some(Box::new(leave)), Vec::new(), s));
+                continue;
             }
-            jumps.push(jump);
-            kind[i] = jumps.len() as u16;
+            let (mut lit, mut to) = (Vec::new(), s);
+            while let Some((b, n)) = forced(to) {
+                if lit.len() >= 255 {
+                    break;
+                }
+                lit.push(b);
+                to = n;
+            }
+            if lit.len() >= MIN_RUN {
+                jumps.insert(s, (None, lit, to));
+            }
         }
-        ShortcutDfa { dfa, kind, jumps }
+        // Numbered anew, in the library's order; flags ride on the ids.
+        let mut states: Vec<StateID> = seen.into_iter().collect();
+        states.sort();
+        let stride2 = nclass.next_power_of_two().trailing_zeros();
+        let old2 = dfa.stride2();
+        let max_old = states
+            .iter()
+            .map(|s| s.as_usize() >> old2)
+            .max()
+            .unwrap_or(0);
+        let mut remap = vec![0u32; max_old + 1];
+        for (i, &s) in states.iter().enumerate() {
+            let look = dfa.is_special_state(s) && !dfa.is_match_state(s)
+                || dfa.is_accel_state(s)
+                || jumps.contains_key(&s);
+            remap[s.as_usize() >> old2] = (i << stride2) as u32
+                | if dfa.is_match_state(s) { MATCH } else { 0 }
+                | if look { LOOK } else { 0 };
+        }
+        let id = |s: StateID| remap[s.as_usize() >> old2];
+        let mut next = vec![0u32; states.len() << stride2];
+        let mut looks = Vec::with_capacity(states.len());
+        let mut eoi = Vec::with_capacity(states.len());
+        for (i, &s) in states.iter().enumerate() {
+            for (c, &b) in reps.iter().enumerate() {
+                next[(i << stride2) + c] = id(dfa.next_state(s, b));
+            }
+            eoi.push(dfa.is_match_state(dfa.next_eoi_state(s)));
+            looks.push(Look {
+                dead: dfa.is_dead_state(s),
+                quit: dfa.is_quit_state(s),
+                accel: dfa
+                    .is_accel_state(s)
+                    .then(|| dfa.accelerator(s).to_vec().into_boxed_slice()),
+                jump: jumps.get(&s).map(|(leave, lit, to)| match leave {
+                    Some(l) => Jump::Loop(l.clone()),
+                    None => Jump::Run(lit.clone().into_boxed_slice(), id(*to)),
+                }),
+            });
+        }
+        let starts = class_starts(&dfa).map(|st| st.map(id));
+        ShortcutDfa {
+            next: next.into_boxed_slice(),
+            cls,
+            stride2,
+            looks: looks.into_boxed_slice(),
+            eoi: eoi.into_boxed_slice(),
+            remap: remap.into_boxed_slice(),
+            starts,
+            dfa,
+        }
     }
 
-    /// The shortcut from `sid`, if it has one.
-    #[inline]
-    fn jump(&self, sid: StateID) -> Option<&Jump> {
-        match self.kind.get(sid.as_usize() >> self.dfa.stride2()) {
-            Some(&k) if k != 0 => self.jumps.get(usize::from(k) - 1),
-            _ => None,
-        }
+    /// This table's id of one of the library DFA's states (all are numbered that an
+    /// anchored search can reach).
+    fn id(&self, s: StateID) -> u32 {
+        self.remap[s.as_usize() >> self.dfa.stride2()]
+    }
+
+    /// The look of a state (an id with or without flags).
+    #[inline(always)]
+    fn look(&self, sid: u32) -> &Look {
+        &self.looks[((sid & ID) >> self.stride2) as usize]
+    }
+
+    #[cfg(test)]
+    fn shortcuts(&self) -> usize {
+        self.looks.iter().filter(|l| l.jump.is_some()).count()
     }
 }
 
@@ -199,22 +287,33 @@ fn start_class(t: &[u8], pos: usize) -> usize {
 /// A look-behind byte of each [`start_class`].
 const CLASS_BYTES: [Option<u8>; 5] = [None, Some(b'\n'), Some(b'\r'), Some(b'a'), Some(b' ')];
 
-impl Skip {
-    fn new(dfa: &dense::DFA<Vec<u32>>, lit: Vec<u8>) -> Option<Skip> {
-        let start = |lb: Option<u8>| {
-            dfa.start_state(&start::Config::new().anchored(Anchored::Yes).look_behind(lb))
-                .ok()
-        };
-        // The class of every byte must lead to the start state its representative does.
-        let reps: Vec<Option<StateID>> = CLASS_BYTES.iter().map(|&b| start(b)).collect();
-        for b in 0..=255u8 {
-            if start(Some(b)) != reps[start_class(&[b], 1)] {
-                return None;
-            }
+/// The anchored start state of each [`start_class`], when every look-behind byte leads to
+/// the start state of its class's representative (else None).
+fn class_starts(dfa: &dense::DFA<Vec<u32>>) -> Option<[StateID; 5]> {
+    let start = |lb: Option<u8>| {
+        dfa.start_state(&start::Config::new().anchored(Anchored::Yes).look_behind(lb))
+            .ok()
+    };
+    let mut reps = [StateID::ZERO; 5];
+    for (r, &b) in reps.iter_mut().zip(&CLASS_BYTES) {
+        *r = start(b)?;
+    }
+    for b in 0..=255u8 {
+        if start(Some(b)) != Some(reps[start_class(&[b], 1)]) {
+            return None;
         }
+    }
+    Some(reps)
+}
+
+impl Skip {
+    fn new(sd: &ShortcutDfa, lit: Vec<u8>) -> Option<Skip> {
+        let dfa = &sd.dfa;
+        // The class of every byte must lead to the start state its representative does.
+        let reps = class_starts(dfa)?;
         let mut after = [None; 5];
-        for (slot, s) in after.iter_mut().zip(&reps) {
-            let Some(mut sid) = *s else { continue };
+        for (slot, &s) in after.iter_mut().zip(&reps) {
+            let mut sid = s;
             if dfa.is_special_state(sid) {
                 continue;
             }
@@ -227,7 +326,7 @@ impl Skip {
                 }
             }
             if ok {
-                *slot = Some(sid);
+                *slot = Some(sd.id(sid));
             }
         }
         Some(Skip { lit, after })
@@ -245,6 +344,9 @@ pub(super) struct Inner {
     /// on "Failed password for").
     needles: Option<Vec<memchr::memmem::Finder<'static>>>,
 }
+
+/// The span of the last `<HOST>` step that read an IPv4 address, and the address.
+pub(super) type HostV4 = ((usize, usize), std::net::Ipv4Addr);
 
 /// What a chain says about a text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,12 +417,12 @@ impl Chain {
                     } else {
                         None
                     };
-                    let dfa = ascii_dense(&regex)?;
+                    let dfa = ShortcutDfa::new(ascii_dense(&regex)?);
                     let skip = pattern::literal_prefix(&regex)
                         .and_then(|l| Skip::new(&dfa, l))
                         .map(Box::new);
                     Step::Fwd {
-                        dfa: Box::new(ShortcutDfa::new(dfa)),
+                        dfa: Box::new(dfa),
                         group,
                         inner,
                         skip,
@@ -358,16 +460,18 @@ impl Chain {
         &self,
         t: &[u8],
         spans: &mut Vec<Option<(usize, usize)>>,
+        v4: &mut Option<HostV4>,
         bts: &mut Vec<((u64, usize), BtSlot)>,
         key: (u64, usize),
     ) -> Outcome {
+        *v4 = None;
         spans.clear();
         spans.resize(self.groups, None);
         let mut pos = 0;
         for (k, step) in self.steps.iter().enumerate() {
             match step {
                 Step::Host { group, form } => {
-                    let Some(e) = host_end(*form, t, pos) else {
+                    let Some((e, ip)) = host_read(*form, t, pos) else {
                         return if k == 0 {
                             Outcome::NoMatch
                         } else {
@@ -375,6 +479,9 @@ impl Chain {
                         };
                     };
                     spans[*group] = Some((pos, e));
+                    if let Some(ip) = ip {
+                        *v4 = Some(((pos, e), ip));
+                    }
                     pos = e;
                 }
                 Step::Fwd {
@@ -456,75 +563,109 @@ pub(super) fn first_end(
     pos: usize,
     skip: Option<&Skip>,
 ) -> Option<Option<usize>> {
-    let dfa = &ld.dfa;
     let mut at = pos;
-    let mut sid = None;
+    let mut after = None;
     if let Some(sk) = skip {
-        if !t[pos..].starts_with(&sk.lit) {
+        if !has_at(t, pos, &sk.lit) {
             // Every match starts with it.
             return Some(None);
         }
         if let Some(s) = sk.after[start_class(t, pos)] {
-            sid = Some(s);
+            after = Some(s);
             at = pos + sk.lit.len();
         }
     }
-    let mut sid = match sid {
-        Some(s) => s,
-        None => {
+    let mut sid = match (after, &ld.starts) {
+        (Some(s), _) => s,
+        (None, Some(st)) => st[start_class(t, pos)],
+        (None, None) => {
             let input = Input::new(t).range(pos..).anchored(Anchored::Yes);
-            let s = dfa.start_state_forward(&input).ok()?;
-            if dfa.is_dead_state(s) {
-                return Some(None);
-            }
-            s
+            ld.id(ld.dfa.start_state_forward(&input).ok()?)
         }
     };
-    let mut last = None;
+    if sid & LOOK != 0 && ld.look(sid).dead {
+        return Some(None);
+    }
+    // usize::MAX: none yet (a sentinel, so that a match is recorded without a branch).
+    let mut last = usize::MAX;
     while at < t.len() {
-        match ld.jump(sid) {
-            None => {}
-            Some(Jump::Loop(leave)) => {
-                // The state stays up to the next leaving byte (it is not special: nothing
-                // to record on the way), which is then stepped.
-                at += t[at..]
-                    .iter()
-                    .position(|&b| leave[usize::from(b)])
-                    .unwrap_or(t.len() - at);
-                if at == t.len() {
-                    break;
+        if sid & LOOK != 0 {
+            match &ld.look(sid).jump {
+                None => {}
+                Some(Jump::Loop(leave)) => {
+                    // The state stays up to the next leaving byte (it is not special: nothing
+                    // to record on the way), which is then stepped.
+                    at += t[at..]
+                        .iter()
+                        .position(|&b| leave[usize::from(b)])
+                        .unwrap_or(t.len() - at);
+                    if at == t.len() {
+                        break;
+                    }
                 }
+                Some(Jump::Run(lit, to)) if has_at(t, at, lit) => {
+                    sid = *to;
+                    at += lit.len();
+                    continue;
+                }
+                Some(Jump::Run(..)) => {}
             }
-            Some(Jump::Run(lit, to)) if t[at..].starts_with(lit) => {
-                sid = *to;
-                at += lit.len();
-                continue;
-            }
-            Some(Jump::Run(..)) => {}
         }
-        // SAFETY: `sid` is always a state of this DFA (its start state, a state a Skip or a
-        // shortcut reached from one, or a transition's target), which is all
-        // next_state_unchecked asks; `at < t.len()`.
-        sid = unsafe { dfa.next_state_unchecked(sid, *t.get_unchecked(at)) };
-        if dfa.is_special_state(sid) {
-            if dfa.is_match_state(sid) {
-                last = Some(at);
-            } else if dfa.is_dead_state(sid) {
-                return Some(last);
-            } else if dfa.is_quit_state(sid) {
+        // SAFETY: `sid & ID` is an id of this table (a start state, a Skip's or a
+        // shortcut's state, or a transition's target: all index << stride2 with index < the
+        // state count), and a byte's class is below 1 << stride2: in bounds of `next`.
+        // `at < t.len()`.
+        sid = unsafe {
+            let c = *ld.cls.get_unchecked(usize::from(*t.get_unchecked(at)));
+            *ld.next.get_unchecked((sid & ID) as usize + usize::from(c))
+        };
+        last = if sid & MATCH != 0 { at } else { last };
+        if sid & LOOK != 0 {
+            let l = ld.look(sid);
+            if l.dead {
+                return Some((last != usize::MAX).then_some(last));
+            } else if l.quit {
                 return None;
             }
-            if dfa.is_accel_state(sid) {
-                at = accel_find(dfa.accelerator(sid), t, at + 1);
+            if let Some(acc) = &l.accel {
+                at = accel_find(acc, t, at + 1);
                 continue;
             }
         }
         at += 1;
     }
-    if dfa.is_match_state(dfa.next_eoi_state(sid)) {
-        last = Some(t.len());
+    if ld.eoi[((sid & ID) >> ld.stride2) as usize] {
+        last = t.len();
     }
-    Some(last)
+    Some((last != usize::MAX).then_some(last))
+}
+
+/// Whether `t` holds `lit` at `at`. Inline, 8 (or 4) bytes at a time, the last load
+/// overlapping the one before: a slice's `starts_with` calls libc's `memcmp` for a length
+/// known only at run time, whose call costs more than these literals' compare (a few to a
+/// few tens of bytes, on every candidate line).
+#[inline(always)]
+pub(super) fn has_at(t: &[u8], at: usize, lit: &[u8]) -> bool {
+    let n = lit.len();
+    let Some(h) = at.checked_add(n).and_then(|e| t.get(at..e)) else {
+        return false;
+    };
+    let w8 = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().unwrap_or([0; 8]));
+    let w4 = |s: &[u8], i: usize| u32::from_le_bytes(s[i..i + 4].try_into().unwrap_or([0; 4]));
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            if w8(h, i) != w8(lit, i) {
+                return false;
+            }
+            i += 8;
+        }
+        w8(h, n - 8) == w8(lit, n - 8)
+    } else if n >= 4 {
+        w4(h, 0) == w4(lit, 0) && w4(h, n - 4) == w4(lit, n - 4)
+    } else {
+        h == lit
+    }
 }
 
 /// The first position at or after `from` holding one of `needles` (1 to 3 bytes), else the
@@ -546,11 +687,18 @@ fn accel_find(needles: &[u8], t: &[u8], from: usize) -> usize {
 /// the highest-priority path is read straight off the text: as many digits as a part
 /// takes, then its separator; the IPv6 form takes as many `group:` as it can (2 to 7),
 /// then an IPv4 or 1 to 4 hex digits or nothing. Held to the group's DFA by a test.
-pub(super) fn host_end(form: HostForm, t: &[u8], pos: usize) -> Option<usize> {
+///
+/// With the end, the IPv4 address when the end is the IPv4 form's and `parse_v4` would take
+/// the span (no octet over 255, no leading zero): the caller need not read it again.
+pub(super) fn host_read(
+    form: HostForm,
+    t: &[u8],
+    pos: usize,
+) -> Option<(usize, Option<std::net::Ipv4Addr>)> {
     match form {
-        HostForm::V4 => v4_end(t, pos),
-        HostForm::V6 => v6_end(t, pos),
-        HostForm::Any => v4_end(t, pos).or_else(|| v6_end(t, pos)),
+        HostForm::V4 => v4_read(t, pos),
+        HostForm::V6 => v6_end(t, pos).map(|e| (e, None)),
+        HostForm::Any => v4_read(t, pos).or_else(|| v6_end(t, pos).map(|e| (e, None))),
     }
 }
 
@@ -564,18 +712,30 @@ fn run_len(t: &[u8], i: usize, max: usize, f: impl Fn(u8) -> bool) -> usize {
         .count()
 }
 
-/// `(?:[0-9]{1,3}\.){3}[0-9]{1,3}`
-fn v4_end(t: &[u8], pos: usize) -> Option<usize> {
+/// `(?:[0-9]{1,3}\.){3}[0-9]{1,3}`: its end, and the address when every octet is one
+/// `parse_v4` takes.
+fn v4_read(t: &[u8], pos: usize) -> Option<(usize, Option<std::net::Ipv4Addr>)> {
     let mut i = pos;
-    for _ in 0..3 {
+    let mut o = [0u8; 4];
+    let mut ok = true;
+    for (k, slot) in o.iter_mut().enumerate() {
+        if k > 0 {
+            if t.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
         let n = run_len(t, i, 3, |c| c.is_ascii_digit());
-        if n == 0 || t.get(i + n) != Some(&b'.') {
+        if n == 0 {
             return None;
         }
-        i += n + 1;
+        let d = &t[i..i + n];
+        let v = d.iter().fold(0u32, |v, &c| v * 10 + u32::from(c - b'0'));
+        ok &= v <= 255 && (n == 1 || d[0] != b'0');
+        *slot = v as u8;
+        i += n;
     }
-    let n = run_len(t, i, 3, |c| c.is_ascii_digit());
-    (n > 0).then_some(i + n)
+    Some((i, ok.then(|| std::net::Ipv4Addr::from(o))))
 }
 
 /// `(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?`
@@ -593,7 +753,11 @@ fn v6_end(t: &[u8], pos: usize) -> Option<usize> {
     if groups < 2 {
         return None;
     }
-    Some(v4_end(t, i).unwrap_or_else(|| i + run_len(t, i, 4, |c| c.is_ascii_hexdigit())))
+    Some(
+        v4_read(t, i)
+            .map(|r| r.0)
+            .unwrap_or_else(|| i + run_len(t, i, 4, |c| c.is_ascii_hexdigit())),
+    )
 }
 
 /// A reverse DFA of `pattern` (which ends with `$`) reporting every match, anchored at the
@@ -705,11 +869,17 @@ mod tests {
         let texts = texts(20_000);
         for (re, form) in forms {
             let dfa = ShortcutDfa::new(ascii_dense(&re).unwrap());
-            let (mut some, mut none) = (0, 0);
+            let (mut some, mut none, mut v4s) = (0, 0, 0);
             for t in &texts {
                 for pos in 0..=t.len() {
                     let want = first_end(&dfa, t, pos, None).unwrap();
-                    let got = host_end(form, t, pos);
+                    let read = host_read(form, t, pos);
+                    if let Some((e, ip)) = read {
+                        let span = &t[pos..e];
+                        assert_eq!(ip, f2b_common::net::parse_v4(span), "{span:?}");
+                        v4s += usize::from(ip.is_some());
+                    }
+                    let got = read.map(|r| r.0);
                     assert_eq!(
                         got,
                         want,
@@ -723,6 +893,7 @@ mod tests {
                 some > 5_000 && none > 10_000,
                 "{form:?}: {some} matches, {none} not"
             );
+            assert!(form == HostForm::V6 || v4s > 1_000, "{form:?}: {v4s} read");
         }
     }
 
@@ -746,7 +917,7 @@ mod tests {
             let Some(lit) = pattern::literal_prefix(re) else {
                 continue;
             };
-            let Some(skip) = Skip::new(&dfa.dfa, lit.clone()) else {
+            let Some(skip) = Skip::new(&dfa, lit.clone()) else {
                 continue;
             };
             skips += 1;
@@ -784,22 +955,27 @@ mod tests {
             r".*x",
             r"(?:[^\x22]+|.*?)\x22:? was",
             r"\w+\d+\s*$",
+            // Look-behind: the start state depends on the byte before.
+            r"\bport \d+\b",
+            r"(?m:^a)b*",
         ];
         // Texts the patterns match, with bytes inserted and runs repeated, and noise.
-        const REAL: [&[u8]; 6] = [
+        const REAL: [&[u8]; 7] = [
             b"keyboard-interactive/pam for invalid user bob",
             b", server: example.com, request: \"GET /a/b HTTP/1.1\", host: \"example.com\"",
             b", server: , request: \"GET / HTTP/2.0\", host: \"h\"x\", referrer: \"r\"  ",
             b"user \"admin\" was not found",
             b"\"ab\"c\":  was  xx abc123  \t",
             b"word12 \xc3\xa9x\n",
+            b"port 22 xport 3\nabbb\rab",
         ];
         const B: &[u8] = b"ab x\t\"\n 1.9:,\xc3";
         let mut next = rng(0x9e37_79b9_7f4a_7c15);
-        let mut shortcuts = 0;
+        let (mut shortcuts, mut starts) = (0, 0);
         for re in pats {
             let dfa = ShortcutDfa::new(ascii_dense(re).unwrap());
-            shortcuts += dfa.jumps.len();
+            shortcuts += dfa.shortcuts();
+            starts += usize::from(dfa.starts.is_some());
             for _ in 0..3_000 {
                 let mut t = REAL[(next() % REAL.len() as u64) as usize].to_vec();
                 for _ in 0..next() % 4 {
@@ -826,5 +1002,6 @@ mod tests {
             }
         }
         assert!(shortcuts >= 12, "{shortcuts} shortcuts");
+        assert_eq!(starts, pats.len(), "start states read from a table");
     }
 }

@@ -169,8 +169,11 @@ fn scan(b: &[u8], only: Option<Format>, tz: Tz, now: i64) -> Option<Found> {
     if syslog_first
         && let Ok(Some(f)) = LAST_STAMP.try_with(|c| {
             let c = c.get();
-            (c.tz == tz && c.now == now && c.len > 0 && b.get(..c.len) == Some(&c.bytes[..c.len]))
-                .then_some(c.found)
+            (c.tz == tz
+                && c.now == now
+                && c.len > 0
+                && super::chain::has_at(b, 0, &c.bytes[..c.len]))
+            .then_some(c.found)
         })
     {
         return Some(f);
@@ -687,30 +690,58 @@ fn to_unix(y: i64, f: &Fields, tz: Tz) -> i64 {
 /// when that would put the line more than a day in the future (December lines read in
 /// January).
 fn resolve(f: &Fields, tz: Tz, now: i64) -> i64 {
-    // Lines come in time order, many per second under attack: the last answer is kept.
-    if let Ok(Some((lf, lt, ln, t))) = LAST_RESOLVED.try_with(Cell::get)
-        && lf == *f
+    // Lines come in time order, many per minute under attack: the last minute's start is
+    // kept (for this year and the one before, when the year is guessed), and a line's time
+    // is that plus its seconds. Exact: zone offsets change on whole minutes.
+    let minute = Fields { sec: 0, ..*f };
+    let sec = i64::from(f.sec);
+    let at = |(this, before): (i64, Option<i64>)| match before {
+        Some(b) if this + sec > now + 86_400 => b + sec,
+        _ => this + sec,
+    };
+    if let Ok(Some((lf, lt, ln, base))) = LAST_MINUTE.try_with(Cell::get)
+        && lf == minute
         && lt == tz
         && ln == now
     {
-        return t;
+        return at(base);
     }
-    let t = resolve_uncached(f, tz, now);
-    let _ = LAST_RESOLVED.try_with(|c| c.set(Some((*f, tz, now, t))));
-    t
+    let base = match minute.year {
+        Some(y) => (to_unix(y, &minute, tz), None),
+        None => {
+            let year = guessed_year(tz, now);
+            (
+                to_unix(year, &minute, tz),
+                Some(to_unix(year - 1, &minute, tz)),
+            )
+        }
+    };
+    let _ = LAST_MINUTE.try_with(|c| c.set(Some((minute, tz, now, base))));
+    at(base)
 }
 
 thread_local! {
-    /// The last (fields, zone, now) resolved and its answer.
-    static LAST_RESOLVED: Cell<Option<(Fields, Tz, i64, i64)>> = const { Cell::new(None) };
+    /// The last (minute's fields, zone, now) resolved: that minute's start this year, and
+    /// the year before when the year is guessed.
+    static LAST_MINUTE: Cell<Option<(Fields, Tz, i64, MinuteStart)>> =
+        const { Cell::new(None) };
 }
 
+/// A minute's first second this year, and the year before when the year is guessed.
+type MinuteStart = (i64, Option<i64>);
+
+/// The year a year-less stamp is first taken to be in: now's, in the stamp's zone.
+fn guessed_year(tz: Tz, now: i64) -> i64 {
+    civil_from_days((now + tz.offset_for(now)).div_euclid(86_400)).0
+}
+
+/// [`resolve`] without its cache: what it must give.
+#[cfg(test)]
 fn resolve_uncached(f: &Fields, tz: Tz, now: i64) -> i64 {
     if let Some(y) = f.year {
         return to_unix(y, f, tz);
     }
-    let local_now = now + tz.offset_for(now);
-    let (year, _, _) = civil_from_days(local_now.div_euclid(86_400));
+    let year = guessed_year(tz, now);
     let t = to_unix(year, f, tz);
     if t > now + 86_400 {
         to_unix(year - 1, f, tz)
@@ -902,6 +933,59 @@ mod tests {
             assert_eq!(got, scan_uncached(line.as_bytes(), None, tz, now), "{line}");
         }
         assert!(hits > 1_000, "{hits}");
+    }
+
+    /// The minute cache gives the uncached answer: lines a few seconds apart and jumps,
+    /// with and without a year, around the guessed year's end (a December line read in
+    /// January), in several zones and `now`s.
+    #[test]
+    fn cached_minute_is_a_fresh_resolve() {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s % n
+        };
+        // 2027-01-01T00:00:30Z: a year-less "Dec 31/Jan 1/Jan 2" straddles the guess.
+        let nows = [NOW, 1_798_761_630, 1_798_761_630 - 86_400];
+        let zones = [UTC, Tz::Fixed(3600), Tz::Fixed(-34_200), Tz::Local];
+        let mut f = Fields {
+            year: None,
+            month: 12,
+            day: 31,
+            hour: 23,
+            min: 59,
+            sec: 0,
+            offset: None,
+        };
+        let mut seen_minutes = 0;
+        for _ in 0..50_000 {
+            match next(40) {
+                0 => {
+                    f.month = 1 + next(12) as u32;
+                    f.day = 1 + next(28) as u32;
+                    f.hour = next(24) as u32;
+                    seen_minutes += 1;
+                }
+                1 => f.min = next(60) as u32,
+                2 => f.year = [None, Some(2026), Some(2027)][next(3) as usize],
+                3 => f.offset = [None, Some(0), Some(-18_000)][next(3) as usize],
+                4 => (f.month, f.day, f.hour, f.min) = (12, 31, 23, 59),
+                5 => (f.month, f.day, f.hour, f.min) = (1, 1, 0, 0),
+                // A day past the second `now`, in UTC: the guess flips within the minute.
+                6 => (f.month, f.day, f.hour, f.min) = (1, 2, 0, 0),
+                _ => f.sec = next(61) as u32,
+            }
+            let tz = zones[next(zones.len() as u64) as usize];
+            let now = nows[(next(8) == 0) as usize + (next(8) == 0) as usize];
+            assert_eq!(
+                resolve(&f, tz, now),
+                resolve_uncached(&f, tz, now),
+                "{f:?} {tz:?} {now}"
+            );
+        }
+        assert!(seen_minutes > 100);
     }
 
     #[test]

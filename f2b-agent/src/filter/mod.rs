@@ -297,7 +297,7 @@ impl Compiled {
             return false;
         }
         if let Some(s) = &self.starts
-            && !s.iter().any(|l| t.starts_with(l))
+            && !s.iter().any(|l| chain::has_at(t, 0, l))
         {
             return false;
         }
@@ -538,12 +538,20 @@ struct Scratch {
     pats: Option<PatternSet>,
     /// Group spans found by a [`chain::Chain`].
     spans: Vec<Option<(usize, usize)>>,
+    /// The IPv4 address a chain's `<HOST>` step read, and its span.
+    v4: Option<chain::HostV4>,
 }
 
 struct BtSlot {
     cache: backtrack::Cache,
     caps: Captures,
 }
+
+/// Where a [`chain::Chain`] leaves its group spans and the IPv4 address it read.
+type ChainOut<'a, 'b> = (
+    &'a mut Vec<Option<(usize, usize)>>,
+    &'b mut Option<chain::HostV4>,
+);
 
 /// A failregex's capture spans, from whichever engine took them.
 enum Groups<'s> {
@@ -620,6 +628,7 @@ thread_local! {
             bts: Vec::new(),
             pats: None,
             spans: Vec::new(),
+            v4: None,
         })
     };
 }
@@ -1245,6 +1254,7 @@ impl Filter {
             bts,
             pats,
             spans,
+            v4,
         } = s;
         let text: &str = match found {
             None => line,
@@ -1276,7 +1286,7 @@ impl Filter {
             locs,
             bts,
             pats,
-            spans,
+            (spans, v4),
         )
     }
 
@@ -1290,7 +1300,7 @@ impl Filter {
         locs: &'a mut Vec<((u64, usize), CaptureLocations)>,
         bts: &'a mut Vec<((u64, usize), BtSlot)>,
         pats: &mut Option<PatternSet>,
-        spans: &'a mut Vec<Option<(usize, usize)>>,
+        (spans, v4): ChainOut<'a, '_>,
     ) -> Verdict<'a> {
         // Slots of prefregex, then of the failregex, both in the per-thread list.
         let mut pref_span: Option<(usize, usize)> = None;
@@ -1341,7 +1351,7 @@ impl Filter {
                 }
                 if let Some(ch) = c.chain.as_deref() {
                     let base = CHAIN_KEY + idx * MAX_STEPS;
-                    let out = ch.run(content.as_bytes(), spans, bts, (self.id, base));
+                    let out = ch.run(content.as_bytes(), spans, v4, bts, (self.id, base));
                     match out {
                         chain::Outcome::Match => {
                             hit = Some((idx, Via::Chain));
@@ -1460,11 +1470,19 @@ impl Filter {
                 .find_map(|&g| l.get(g))
                 .map(|(a, b)| &text[a..b])
         };
-        let host = first(&c.host).or_else(|| from_pref(|p| &p.host));
+        let host_span = c.host.iter().find_map(|&g| fl.get(g));
+        let host = host_span
+            .map(|(a, b)| &content[a..b])
+            .or_else(|| from_pref(|p| &p.host));
         let Some(host) = host else {
             return Verdict::Miss;
         };
-        let Some(ip) = parse_ip(host) else {
+        // The chain's `<HOST>` step read the address already when it is this span.
+        let read = match (via, *v4) {
+            (Via::Chain, Some((span, ip))) if host_span == Some(span) => Some(IpAddr::V4(ip)),
+            _ => None,
+        };
+        let Some(ip) = read.or_else(|| parse_ip(host)) else {
             // Not an address (hostnames are never looked up): nothing to ban.
             return Verdict::Miss;
         };

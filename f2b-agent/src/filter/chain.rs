@@ -36,6 +36,14 @@ enum Step {
         inner: Option<Inner>,
         skip: Option<Box<Skip>>,
     },
+    /// A literal, then at most one optional byte ([`pattern::literal_step`]): its end read
+    /// off the text by [`lit_end`].
+    Lit {
+        group: Option<usize>,
+        start: bool,
+        lit: Box<[u8]>,
+        opt: Option<u8>,
+    },
     /// A `<HOST>` group: its end read by [`host_read`], which gives what the group's DFA
     /// would (its leftmost-first match), without stepping a DFA of a few hundred states.
     Host { group: usize, form: HostForm },
@@ -387,6 +395,20 @@ impl Chain {
                 ChainPart::Fwd {
                     regex,
                     group,
+                    captures: false,
+                    ..
+                } if pattern::literal_step(&regex).is_some() => {
+                    let (start, lit, opt) = pattern::literal_step(&regex)?;
+                    Step::Lit {
+                        group,
+                        start,
+                        lit: lit.into_boxed_slice(),
+                        opt,
+                    }
+                }
+                ChainPart::Fwd {
+                    regex,
+                    group,
                     captures,
                     needles,
                 } => {
@@ -481,6 +503,24 @@ impl Chain {
                     spans[*group] = Some((pos, e));
                     if let Some(ip) = ip {
                         *v4 = Some(((pos, e), ip));
+                    }
+                    pos = e;
+                }
+                Step::Lit {
+                    group,
+                    start,
+                    lit,
+                    opt,
+                } => {
+                    let Some(e) = lit_end(*start, lit, *opt, t, pos) else {
+                        return if k == 0 {
+                            Outcome::NoMatch
+                        } else {
+                            Outcome::Unknown
+                        };
+                    };
+                    if let Some(g) = group {
+                        spans[*g] = Some((pos, e));
                     }
                     pos = e;
                 }
@@ -638,6 +678,15 @@ pub(super) fn first_end(
         last = t.len();
     }
     Some((last != usize::MAX).then_some(last))
+}
+
+/// Where a [`Step::Lit`]'s match from `pos` ends: None, no match.
+fn lit_end(start: bool, lit: &[u8], opt: Option<u8>, t: &[u8], pos: usize) -> Option<usize> {
+    if start && pos != 0 || !has_at(t, pos, lit) {
+        return None;
+    }
+    let e = pos + lit.len();
+    Some(e + usize::from(opt.is_some() && t.get(e).copied() == opt))
 }
 
 /// Whether `t` holds `lit` at `at`. Inline, 8 (or 4) bytes at a time, the last load
@@ -894,6 +943,48 @@ mod tests {
                 "{form:?}: {some} matches, {none} not"
             );
             assert!(form == HostForm::V6 || v4s > 1_000, "{form:?}: {v4s} read");
+        }
+    }
+
+    /// A literal step's end read off the text is the step DFA's leftmost-first end, at every
+    /// start of texts that hold it, parts of it and the optional byte.
+    #[test]
+    fn literal_steps_end_where_the_dfa_does() {
+        let steps = [
+            r"(?:\A(?:Failed ))",
+            r"(?:(?: from )\[?)",
+            r"(?: port )",
+            r"\Ax\[?",
+            r"ab\]?",
+        ];
+        const B: &[u8] = b"Failed from [] port x ab";
+        let mut next = rng(0x5851_f42d_4c95_7f2d);
+        for re in steps {
+            let (start, lit, opt) = pattern::literal_step(re).expect(re);
+            let dfa = ShortcutDfa::new(ascii_dense(re).unwrap());
+            let mut found = 0;
+            for _ in 0..3_000 {
+                let mut t = lit.clone();
+                t.extend(opt);
+                for _ in 0..next() % 5 {
+                    let i = (next() % (t.len() as u64 + 1)) as usize;
+                    t.insert(i, B[(next() % B.len() as u64) as usize]);
+                }
+                for pos in 0..=t.len() {
+                    let want = first_end(&dfa, &t, pos, None).unwrap();
+                    assert_eq!(
+                        lit_end(start, &lit, opt, &t, pos),
+                        want,
+                        "{re} on {:?} at {pos}",
+                        String::from_utf8_lossy(&t)
+                    );
+                    found += usize::from(want.is_some());
+                }
+            }
+            assert!(found > 500, "{re}: {found}");
+        }
+        for not in [r"(?:Failed )+", r"a|b", r"ab\[*", r"ab[xy]?", r"(?i:ab)"] {
+            assert_eq!(pattern::literal_step(not), None, "{not}");
         }
     }
 

@@ -483,6 +483,45 @@ pub fn literal_prefix(regex: &str) -> Option<Vec<u8>> {
         .map(<[u8]>::to_vec)
 }
 
+/// A step that is a literal, after `\A` or not, then at most one optional byte (` from \[?`):
+/// whether it starts with `\A`, the literal, and the optional byte. Its leftmost-first match
+/// needs no automaton: the literal where the step starts, then the byte when it is there.
+pub fn literal_step(regex: &str) -> Option<(bool, Vec<u8>, Option<u8>)> {
+    use regex_syntax::hir::Look;
+    let hir = parse(regex, true)?;
+    let mut parts: &[Hir] = match hir.kind() {
+        HirKind::Concat(p) => p,
+        _ => std::slice::from_ref(&hir),
+    };
+    let start = matches!(
+        parts.first().map(Hir::kind),
+        Some(HirKind::Look(Look::Start))
+    );
+    if start {
+        parts = &parts[1..];
+    }
+    let [first, rest @ ..] = parts else {
+        return None;
+    };
+    let HirKind::Literal(lit) = first.kind() else {
+        return None;
+    };
+    let opt = match rest {
+        [] => None,
+        [r] => match r.kind() {
+            HirKind::Repetition(rep) if rep.min == 0 && rep.max == Some(1) && rep.greedy => {
+                match rep.sub.kind() {
+                    HirKind::Literal(b) if b.0.len() == 1 => Some(b.0[0]),
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        },
+        _ => return None,
+    };
+    (!lit.0.is_empty()).then(|| (start, lit.0.to_vec(), opt))
+}
+
 /// One step of a [`chain_parts`] split.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainPart {

@@ -691,12 +691,14 @@ fn to_unix(y: i64, f: &Fields, tz: Tz) -> i64 {
 /// January).
 fn resolve(f: &Fields, tz: Tz, now: i64) -> i64 {
     // Lines come in time order, many per minute under attack: the last minute's start is
-    // kept (for this year and the one before, when the year is guessed), and a line's time
-    // is that plus its seconds. Exact: zone offsets change on whole minutes.
+    // kept (with the year guessed for it, if it was), and a line's time is that plus its
+    // seconds. Exact: zone offsets change on whole minutes. The year before is worked out
+    // only for the rare line more than a day ahead (its zone offset a year back would also
+    // push the current spans out of the offset cache).
     let minute = Fields { sec: 0, ..*f };
     let sec = i64::from(f.sec);
-    let at = |(this, before): (i64, Option<i64>)| match before {
-        Some(b) if this + sec > now + 86_400 => b + sec,
+    let at = |(this, guessed): MinuteStart| match guessed {
+        Some(y) if this + sec > now + 86_400 => to_unix(y - 1, &minute, tz) + sec,
         _ => this + sec,
     };
     if let Ok(Some((lf, lt, ln, base))) = LAST_MINUTE.try_with(Cell::get)
@@ -710,10 +712,7 @@ fn resolve(f: &Fields, tz: Tz, now: i64) -> i64 {
         Some(y) => (to_unix(y, &minute, tz), None),
         None => {
             let year = guessed_year(tz, now);
-            (
-                to_unix(year, &minute, tz),
-                Some(to_unix(year - 1, &minute, tz)),
-            )
+            (to_unix(year, &minute, tz), Some(year))
         }
     };
     let _ = LAST_MINUTE.try_with(|c| c.set(Some((minute, tz, now, base))));
@@ -721,13 +720,13 @@ fn resolve(f: &Fields, tz: Tz, now: i64) -> i64 {
 }
 
 thread_local! {
-    /// The last (minute's fields, zone, now) resolved: that minute's start this year, and
-    /// the year before when the year is guessed.
+    /// The last (minute's fields, zone, now) resolved: that minute's start, and the year it
+    /// was guessed to be in (None: the stamp has its year).
     static LAST_MINUTE: Cell<Option<(Fields, Tz, i64, MinuteStart)>> =
         const { Cell::new(None) };
 }
 
-/// A minute's first second this year, and the year before when the year is guessed.
+/// A minute's first second, and the year guessed for it.
 type MinuteStart = (i64, Option<i64>);
 
 /// The year a year-less stamp is first taken to be in: now's, in the stamp's zone.

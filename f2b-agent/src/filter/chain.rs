@@ -603,6 +603,161 @@ pub(super) fn first_end(
     pos: usize,
     skip: Option<&Skip>,
 ) -> Option<Option<usize>> {
+    walk(ld, t, pos, skip, None, &mut ())
+}
+
+/// Bytes of a text's start whose DFA states a [`Memo`] keeps.
+const MEMO_BYTES: usize = 48;
+
+/// The states a DFA went through from the start of the last text it was run on (see
+/// [`first_end_memo`]).
+#[derive(Debug)]
+pub(super) struct Memo {
+    /// The DFA's owner (a filter's id); 0: nothing kept.
+    key: u64,
+    /// The text's first `len` bytes.
+    bytes: [u8; MEMO_BYTES],
+    len: usize,
+    /// The states before positions `0..=hi` are kept (usize::MAX: none): the walk passed
+    /// each of them, or a shortcut over a state that stays put did.
+    hi: usize,
+    /// By position: the state before that byte, and the end of the last match before it
+    /// (usize::MAX: none).
+    states: [u32; MEMO_BYTES],
+    lasts: [usize; MEMO_BYTES],
+    /// Whether the last run resumed (for the tests).
+    #[cfg(test)]
+    resumed: bool,
+}
+
+impl Default for Memo {
+    fn default() -> Memo {
+        Memo::EMPTY
+    }
+}
+
+impl Memo {
+    pub(super) const EMPTY: Memo = Memo {
+        key: 0,
+        bytes: [0; MEMO_BYTES],
+        len: 0,
+        hi: usize::MAX,
+        states: [0; MEMO_BYTES],
+        lasts: [usize::MAX; MEMO_BYTES],
+        #[cfg(test)]
+        resumed: false,
+    };
+}
+
+/// What [`walk`] tells of the states it is in before each byte.
+trait Trail {
+    /// The state before the byte at `at`.
+    fn state(&mut self, at: usize, sid: u32, last: usize);
+    /// The state before `at` is also the state before each byte up to `to`, included (a
+    /// shortcut over a loop).
+    fn stays(&mut self, at: usize, to: usize);
+}
+
+impl Trail for () {
+    #[inline(always)]
+    fn state(&mut self, _: usize, _: u32, _: usize) {}
+    #[inline(always)]
+    fn stays(&mut self, _: usize, _: usize) {}
+}
+
+impl Trail for Memo {
+    #[inline(always)]
+    fn state(&mut self, at: usize, sid: u32, last: usize) {
+        // Kept only without a gap (an accelerated skip or a literal run leaves one).
+        if at == self.hi.wrapping_add(1) && at < MEMO_BYTES {
+            self.states[at] = sid;
+            self.lasts[at] = last;
+            self.hi = at;
+        }
+    }
+
+    #[inline(always)]
+    fn stays(&mut self, at: usize, to: usize) {
+        if self.hi == at {
+            let (s, l) = (self.states[at], self.lasts[at]);
+            for i in at + 1..(to + 1).min(MEMO_BYTES) {
+                self.states[i] = s;
+                self.lasts[i] = l;
+                self.hi = i;
+            }
+        }
+    }
+}
+
+/// How many bytes `a` and `b` have in common at their starts.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = u64::from_le_bytes(a[i..i + 8].try_into().unwrap_or([0; 8]))
+            ^ u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        if x != 0 {
+            return i + (x.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + a[i..n]
+        .iter()
+        .zip(&b[i..n])
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+/// [`first_end`] from the start of `t`, for a DFA run on the start of every candidate line
+/// (prefregex's prefix, ` web1 sshd[1234]: `): the states the last run went through are
+/// kept in `memo`, and a text that starts with the same bytes as the last one (up to the
+/// pid's digits, say) resumes from the state before the first byte that differs. A DFA's
+/// state after some bytes, and the last match end before them, depend on those bytes only.
+pub(super) fn first_end_memo(
+    ld: &ShortcutDfa,
+    t: &[u8],
+    memo: &mut Memo,
+    key: u64,
+) -> Option<Option<usize>> {
+    let mut from = 0;
+    if memo.key == key && memo.hi != usize::MAX {
+        from = common_prefix(&memo.bytes[..memo.len], t).min(memo.hi);
+    } else {
+        memo.key = key;
+    }
+    let len = t.len().min(MEMO_BYTES);
+    if len == MEMO_BYTES {
+        memo.bytes.copy_from_slice(&t[..MEMO_BYTES]);
+    } else {
+        memo.bytes[from..len].copy_from_slice(&t[from..len]);
+    }
+    memo.len = len;
+    #[cfg(test)]
+    {
+        memo.resumed = from > 0;
+    }
+    if from == 0 {
+        memo.hi = usize::MAX;
+        return walk(ld, t, 0, None, None, memo);
+    }
+    memo.hi = from;
+    let resume = (from, memo.states[from], memo.lasts[from]);
+    walk(ld, t, 0, None, Some(resume), memo)
+}
+
+/// [`first_end`], or from `resume` (a position, the state before its byte and the last
+/// match end before it), telling `trail` each state it is in before a byte.
+fn walk(
+    ld: &ShortcutDfa,
+    t: &[u8],
+    pos: usize,
+    skip: Option<&Skip>,
+    resume: Option<(usize, u32, usize)>,
+    trail: &mut impl Trail,
+) -> Option<Option<usize>> {
+    if let Some((at, sid, last)) = resume {
+        return steps(ld, t, at, sid, last, trail);
+    }
     let mut at = pos;
     let mut after = None;
     if let Some(sk) = skip {
@@ -615,7 +770,7 @@ pub(super) fn first_end(
             at = pos + sk.lit.len();
         }
     }
-    let mut sid = match (after, &ld.starts) {
+    let sid = match (after, &ld.starts) {
         (Some(s), _) => s,
         (None, Some(st)) => st[start_class(t, pos)],
         (None, None) => {
@@ -627,18 +782,34 @@ pub(super) fn first_end(
         return Some(None);
     }
     // usize::MAX: none yet (a sentinel, so that a match is recorded without a branch).
-    let mut last = usize::MAX;
+    steps(ld, t, at, sid, usize::MAX, trail)
+}
+
+/// The DFA's steps from `at` in state `sid`; `last`: the end of the last match so far.
+#[inline(always)]
+fn steps(
+    ld: &ShortcutDfa,
+    t: &[u8],
+    mut at: usize,
+    mut sid: u32,
+    mut last: usize,
+    trail: &mut impl Trail,
+) -> Option<Option<usize>> {
     while at < t.len() {
+        trail.state(at, sid, last);
         if sid & LOOK != 0 {
             match &ld.look(sid).jump {
                 None => {}
                 Some(Jump::Loop(leave)) => {
                     // The state stays up to the next leaving byte (it is not special: nothing
                     // to record on the way), which is then stepped.
-                    at += t[at..]
-                        .iter()
-                        .position(|&b| leave[usize::from(b)])
-                        .unwrap_or(t.len() - at);
+                    let to = at
+                        + t[at..]
+                            .iter()
+                            .position(|&b| leave[usize::from(b)])
+                            .unwrap_or(t.len() - at);
+                    trail.stays(at, to);
+                    at = to;
                     if at == t.len() {
                         break;
                     }
@@ -943,6 +1114,54 @@ mod tests {
                 "{form:?}: {some} matches, {none} not"
             );
             assert!(form == HostForm::V6 || v4s > 1_000, "{form:?}: {v4s} read");
+        }
+    }
+
+    /// A DFA run from the states a memo kept for the last text's start gives what a fresh
+    /// run gives, text after text: syslog-like prefixes that share their starts, with bytes
+    /// changed, inserted and cut, and look-behind and loop patterns.
+    #[test]
+    fn memo_resumes_where_a_fresh_run_would_be() {
+        let syslog = r"(?:\[\])?\s*(?:\S+\s+)?(?:[\[(]?sshd(?:\(\S+\))?[\])]?:?(?:\[\d+\])?:?\s+)?(?:(?:error|fatal): (?:PAM: )?)?";
+        let cases: [(&str, &[&[u8]]); 3] = [
+            (
+                syslog,
+                &[
+                    b" web1 sshd[1039]: Failed password for x",
+                    b" web1 sshd[20345]: error: PAM: Authentication failure",
+                    b" mail.example.com sshd(pam_unix)[77]: x",
+                ],
+            ),
+            (r"\bport \d+\b", &[b"port 22 x", b"port 2222", b"portal 1"]),
+            (r"a*b+\S*x", &[b"aabbbxyz", b"abx", b"bbbb x"]),
+        ];
+        const B: &[u8] = b"ab x[]:1\n";
+        let mut next = rng(0x243f_6a88_85a3_08d3);
+        for (re, real) in cases {
+            let dfa = ShortcutDfa::new(ascii_dense(re).unwrap());
+            let mut memo = Memo::EMPTY;
+            let (mut resumed, mut runs) = (0usize, 0usize);
+            for _ in 0..5_000 {
+                let mut t = real[(next() % real.len() as u64) as usize].to_vec();
+                for _ in 0..next() % 3 {
+                    let i = (next() % (t.len() as u64 + 1)) as usize;
+                    match next() % 3 {
+                        0 => t.insert(i, B[(next() % B.len() as u64) as usize]),
+                        1 if i < t.len() => t[i] = B[(next() % B.len() as u64) as usize],
+                        _ => t.truncate(i),
+                    }
+                }
+                let got = first_end_memo(&dfa, &t, &mut memo, 7);
+                resumed += usize::from(memo.resumed);
+                runs += 1;
+                assert_eq!(
+                    got,
+                    first_end(&dfa, &t, 0, None),
+                    "{re} on {:?}",
+                    String::from_utf8_lossy(&t)
+                );
+            }
+            assert!(resumed > runs / 3, "{re}: {resumed} of {runs} resumed");
         }
     }
 

@@ -540,6 +540,8 @@ struct Scratch {
     spans: Vec<Option<(usize, usize)>>,
     /// The IPv4 address a chain's `<HOST>` step read, and its span.
     v4: Option<chain::HostV4>,
+    /// The prefix DFA's states over the last candidate line's start.
+    memo: chain::Memo,
 }
 
 struct BtSlot {
@@ -547,10 +549,12 @@ struct BtSlot {
     caps: Captures,
 }
 
-/// Where a [`chain::Chain`] leaves its group spans and the IPv4 address it read.
+/// Where a [`chain::Chain`] leaves its group spans and the IPv4 address it read, and the
+/// prefix DFA's memo.
 type ChainOut<'a, 'b> = (
     &'a mut Vec<Option<(usize, usize)>>,
     &'b mut Option<chain::HostV4>,
+    &'b mut chain::Memo,
 );
 
 /// A failregex's capture spans, from whichever engine took them.
@@ -629,6 +633,7 @@ thread_local! {
             pats: None,
             spans: Vec::new(),
             v4: None,
+            memo: chain::Memo::EMPTY,
         })
     };
 }
@@ -1255,6 +1260,7 @@ impl Filter {
             pats,
             spans,
             v4,
+            memo,
         } = s;
         let text: &str = match found {
             None => line,
@@ -1286,7 +1292,7 @@ impl Filter {
             locs,
             bts,
             pats,
-            (spans, v4),
+            (spans, v4, memo),
         )
     }
 
@@ -1300,12 +1306,12 @@ impl Filter {
         locs: &'a mut Vec<((u64, usize), CaptureLocations)>,
         bts: &'a mut Vec<((u64, usize), BtSlot)>,
         pats: &mut Option<PatternSet>,
-        (spans, v4): ChainOut<'a, '_>,
+        (spans, v4, memo): ChainOut<'a, '_>,
     ) -> Verdict<'a> {
         // Slots of prefregex, then of the failregex, both in the per-thread list.
         let mut pref_span: Option<(usize, usize)> = None;
         let dense = match &self.ascii.pref_prefix_dense {
-            Some(d) if ascii => chain::first_end(d, text.as_bytes(), 0, None),
+            Some(d) if ascii => chain::first_end_memo(d, text.as_bytes(), memo, self.id),
             _ => None,
         };
         let prefix_end = match (dense, &self.ascii.pref_prefix, &self.pref_prefix) {

@@ -166,21 +166,12 @@ fn scan(b: &[u8], only: Option<Format>, tz: Tz, now: i64) -> Option<Found> {
     // (and host after it), so the last one's bytes are compared first.
     let syslog_first = b.first().is_some_and(u8::is_ascii_uppercase)
         && matches!(only, None | Some(Format::Syslog));
-    if syslog_first
-        && let Ok(Some(f)) = LAST_STAMP.try_with(|c| {
-            let c = c.get();
-            (c.tz == tz
-                && c.now == now
-                && c.len > 0
-                && super::chain::has_at(b, 0, &c.bytes[..c.len]))
-            .then_some(c.found)
-        })
-    {
+    if syslog_first && let Ok(Some(f)) = LAST_STAMP.try_with(|c| cached(c, b, tz, now)) {
         return Some(f);
     }
-    let found = scan_uncached(b, only, tz, now);
+    let found = scan_fields(b, only, tz, now);
     if syslog_first
-        && let Some(f) = found
+        && let Some((f, fields)) = found
         && f.start == 0
     {
         // parse_syslog reads at most 6 bytes past the stamp (a year after the time): the
@@ -189,6 +180,9 @@ fn scan(b: &[u8], only: Option<Format>, tz: Tz, now: i64) -> Option<Found> {
         if let Some(src) = b.get(..len).filter(|_| len <= STAMP_BYTES) {
             let mut bytes = [0u8; STAMP_BYTES];
             bytes[..len].copy_from_slice(src);
+            // The seconds are the stamp's last two bytes when it ends `:SS` (no fraction,
+            // no year after it).
+            let sec_at = (f.end >= 3 && src[f.end - 3] == b':').then(|| f.end - 2);
             let _ = LAST_STAMP.try_with(|c| {
                 c.set(LastStamp {
                     bytes,
@@ -196,11 +190,53 @@ fn scan(b: &[u8], only: Option<Format>, tz: Tz, now: i64) -> Option<Found> {
                     tz,
                     now,
                     found: f,
+                    fields: fields.filter(|_| sec_at.is_some()),
+                    sec_at: sec_at.unwrap_or(0),
                 })
             });
         }
     }
-    found
+    found.map(|r| r.0)
+}
+
+/// The cached stamp's answer for `b` when `b` starts with its bytes, or with them but for
+/// the seconds' two digits (a new second of the same minute: the fields with the new
+/// seconds, resolved, and kept for the next line).
+fn cached(c: &Cell<LastStamp>, b: &[u8], tz: Tz, now: i64) -> Option<Found> {
+    let l = c.get();
+    if l.tz != tz || l.now != now || l.len == 0 {
+        return None;
+    }
+    if super::chain::has_at(b, 0, &l.bytes[..l.len]) {
+        return Some(l.found);
+    }
+    let mut fields = l.fields?;
+    let at = l.sec_at;
+    let (d1, d2) = (
+        b.get(at)?.wrapping_sub(b'0'),
+        b.get(at + 1)?.wrapping_sub(b'0'),
+    );
+    let sec = u32::from(d1) * 10 + u32::from(d2);
+    if d1 > 9
+        || d2 > 9
+        || sec > 60
+        || !super::chain::has_at(b, 0, &l.bytes[..at])
+        || !super::chain::has_at(b, at + 2, &l.bytes[at + 2..l.len])
+    {
+        return None;
+    }
+    // As parse_hms reads them.
+    fields.sec = sec.min(59);
+    let found = Found {
+        time: resolve(&fields, tz, now),
+        ..l.found
+    };
+    let mut next = l;
+    next.bytes[at] = b[at];
+    next.bytes[at + 1] = b[at + 1];
+    next.found = found;
+    c.set(next);
+    Some(found)
 }
 
 /// Most bytes a cached syslog stamp (with what follows it that the parse looks at) takes.
@@ -215,6 +251,9 @@ struct LastStamp {
     tz: Tz,
     now: i64,
     found: Found,
+    /// The stamp's fields, when its seconds are its last two bytes, at `sec_at`.
+    fields: Option<Fields>,
+    sec_at: usize,
 }
 
 thread_local! {
@@ -225,11 +264,25 @@ thread_local! {
             tz: Tz::Fixed(0),
             now: 0,
             found: Found { start: 0, end: 0, time: 0 },
+            fields: None,
+            sec_at: 0,
         })
     };
 }
 
+/// [`scan`] without its cache: what it must give.
+#[cfg(test)]
 fn scan_uncached(b: &[u8], only: Option<Format>, tz: Tz, now: i64) -> Option<Found> {
+    scan_fields(b, only, tz, now).map(|r| r.0)
+}
+
+/// The leftmost stamp, with the fields read when the stamp has no zone of its own.
+fn scan_fields(
+    b: &[u8],
+    only: Option<Format>,
+    tz: Tz,
+    now: i64,
+) -> Option<(Found, Option<Fields>)> {
     for i in 0..b.len() {
         let c = b[i];
         // Stamps start at a word start: the line start or after a non-alphanumeric byte.
@@ -251,15 +304,16 @@ fn scan_uncached(b: &[u8], only: Option<Format>, tz: Tz, now: i64) -> Option<Fou
             None
         };
         if let Some((stamp, end)) = hit {
-            let time = match stamp {
-                Stamp::Abs(t) => t,
-                Stamp::Fields(f) => resolve(&f, tz, now),
+            let (time, fields) = match stamp {
+                Stamp::Abs(t) => (t, None),
+                Stamp::Fields(f) => (resolve(&f, tz, now), Some(f)),
             };
-            return Some(Found {
+            let found = Found {
                 start: i,
                 end,
                 time,
-            });
+            };
+            return Some((found, fields));
         }
     }
     None
@@ -901,6 +955,14 @@ mod tests {
             "Nov 22 04:16:03,25 web1",
             "Nov 22 04:16:03 web2 sshd[1]: x",
             "Nov 22 04:16:04 web1 sshd[1]: x",
+            "Nov 22 04:16:59 web1 sshd[1]: x",
+            "Nov 22 04:16:60 web1 sshd[1]: x",
+            "Nov 22 04:16:61 web1 sshd[1]: x",
+            "Nov 22 04:16:6x web1 sshd[1]: x",
+            "Nov 22 04:16:07 2025 web1 sshd[1]: x",
+            "Nov 22 04:16:07 web2 sshd[1]: x",
+            "Nov 22 04:17:03 web1 sshd[1]: x",
+            "Dec 31 23:59:58 web1 sshd[1]: x",
             "Nov 22 04:16:03",
             "Nov 22 04:16:03 w",
             "Sun Nov 22 04:16:03 2026 web1",

@@ -568,10 +568,7 @@ impl Chain {
                 } => {
                     let q = match end {
                         LazyEnd::Rev(rev) => leftmost_rest(rev, t, pos + min),
-                        LazyEnd::Lit(f) => t
-                            .get(pos + min..)
-                            .and_then(|r| f.find(r))
-                            .map(|i| pos + min + i),
+                        LazyEnd::Lit(f) => near_find(f, t, pos + min),
                     };
                     let Some(q) = q else {
                         return Outcome::Unknown;
@@ -849,6 +846,51 @@ fn steps(
         last = t.len();
     }
     Some((last != usize::MAX).then_some(last))
+}
+
+/// Bytes [`near_find`] looks at one by one before it asks memmem.
+const NEAR: usize = 32;
+
+/// The first position at or after `from` where `t` holds the finder's needle (not empty):
+/// the first [`NEAR`] positions 8 at a time (a word compare finds the needle's first byte;
+/// a user name before ` from ` is a few bytes, and memmem's set-up per call costs more
+/// than that), then memmem.
+pub(super) fn near_find(f: &memchr::memmem::Finder<'_>, t: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let n = f.needle();
+    let (&first, last) = (n.first()?, t.len().checked_sub(n.len())?);
+    let pat = u64::from(first) * ONES;
+    let stop = last.min(from.saturating_add(NEAR));
+    let mut i = from;
+    while i <= stop {
+        let Some(w) = t.get(i..i + 8) else {
+            // The last few bytes: one by one.
+            return (i..=stop)
+                .find(|&k| t[k] == first && has_at(t, k, n))
+                .or_else(|| far(f, t, stop + 1));
+        };
+        let x = u64::from_le_bytes(w.try_into().unwrap_or([0; 8])) ^ pat;
+        // A high bit for each zero byte of `x` (the lowest one exact; those above it are
+        // checked like any other).
+        let mut m = x.wrapping_sub(ONES) & !x & (ONES << 7);
+        while m != 0 {
+            let k = i + (m.trailing_zeros() / 8) as usize;
+            if k > stop {
+                break;
+            }
+            if has_at(t, k, n) {
+                return Some(k);
+            }
+            m &= m - 1;
+        }
+        i += 8;
+    }
+    far(f, t, stop + 1)
+}
+
+/// memmem from `rest` on.
+fn far(f: &memchr::memmem::Finder<'_>, t: &[u8], rest: usize) -> Option<usize> {
+    t.get(rest..).and_then(|r| f.find(r)).map(|i| rest + i)
 }
 
 /// Where a [`Step::Lit`]'s match from `pos` ends: None, no match.
@@ -1163,6 +1205,34 @@ mod tests {
             }
             assert!(resumed > runs / 3, "{re}: {resumed} of {runs} resumed");
         }
+    }
+
+    /// `near_find` finds what memmem finds from the same start: needles of 1 to 8 bytes from
+    /// a small alphabet (many near misses), in texts of 0 to 90 bytes, from every start.
+    #[test]
+    fn near_find_is_memmem() {
+        const B: &[u8] = b"ab fro m";
+        let mut next = rng(0x2545_f491_4f6c_dd1d);
+        let mut hits = 0;
+        for _ in 0..5_000 {
+            let needle: Vec<u8> = (0..1 + next() % 8)
+                .map(|_| B[(next() % B.len() as u64) as usize])
+                .collect();
+            let t: Vec<u8> = (0..next() % 91)
+                .map(|_| B[(next() % B.len() as u64) as usize])
+                .collect();
+            let f = memchr::memmem::Finder::new(&needle);
+            for from in 0..=t.len() + 1 {
+                let want = t.get(from..).and_then(|r| f.find(r)).map(|i| from + i);
+                assert_eq!(
+                    near_find(&f, &t, from),
+                    want,
+                    "{needle:?} in {t:?} from {from}"
+                );
+                hits += usize::from(want.is_some_and(|w| w > from + NEAR));
+            }
+        }
+        assert!(hits > 100, "{hits} found past the near part");
     }
 
     /// A literal step's end read off the text is the step DFA's leftmost-first end, at every

@@ -978,26 +978,28 @@ fn run_len(t: &[u8], i: usize, max: usize, f: impl Fn(u8) -> bool) -> usize {
 /// `parse_v4` takes.
 fn v4_read(t: &[u8], pos: usize) -> Option<(usize, Option<std::net::Ipv4Addr>)> {
     let mut i = pos;
-    let mut o = [0u8; 4];
+    let mut ip = 0u32;
     let mut ok = true;
-    for (k, slot) in o.iter_mut().enumerate() {
+    for k in 0..4 {
         if k > 0 {
             if t.get(i) != Some(&b'.') {
                 return None;
             }
             i += 1;
         }
-        let n = run_len(t, i, 3, |c| c.is_ascii_digit());
-        if n == 0 {
+        let s = i;
+        let mut v = 0u32;
+        while i < t.len() && i - s < 3 && t[i].is_ascii_digit() {
+            v = v * 10 + u32::from(t[i] - b'0');
+            i += 1;
+        }
+        if i == s {
             return None;
         }
-        let d = &t[i..i + n];
-        let v = d.iter().fold(0u32, |v, &c| v * 10 + u32::from(c - b'0'));
-        ok &= v <= 255 && (n == 1 || d[0] != b'0');
-        *slot = v as u8;
-        i += n;
+        ok &= v <= 255 && (i - s == 1 || t[s] != b'0');
+        ip = ip << 8 | (v & 0xff);
     }
-    Some((i, ok.then(|| std::net::Ipv4Addr::from(o))))
+    Some((i, ok.then(|| std::net::Ipv4Addr::from(ip))))
 }
 
 /// `(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?`

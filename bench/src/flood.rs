@@ -1,7 +1,6 @@
 //! Flood: (1) bans/s inserted by a jail (maxretry 1) fed a log of failures from N distinct
 //! sources; (2) the highest sustained rate of failure lines from N distinct sources that the
-//! agent (pinned to one CPU) follows without growing lag, stepping the offered rate up (the
-//! agent is on every CPU for (1), which runs after (2)); (3)
+//! agent (pinned to one CPU) follows without growing lag, stepping the offered rate up; (3)
 //! the agent's memory (VmHWM) holding those bans plus N tracked failing sources.
 //! Sources are data only (100.64.0.0/10): no packet carries them.
 
@@ -259,14 +258,6 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
     let ban_base = 1 << 20;
     let (buf, _) = gen_lines(0, nbans, nbans, ban_base);
     let map = sys::obj_get(&pin.join(f2b_common::maps::BANS_V4)).context("pinned bans map")?;
-    // The one-core condition is the flood-follow steps'; bans/s is taken with the agent on
-    // every CPU (as the ctl insert rows run), where its jail's reader and apply thread can
-    // each have one. It stays so for the memory step, which measures no rate.
-    let moved = sys::unpin_process(agent.pid(), ncpu)?;
-    ctx.progress(&format!(
-        "  agent's {moved} threads moved to CPUs 0-{}",
-        ncpu - 1
-    ));
     let t0 = Instant::now();
     {
         let mut f = std::fs::OpenOptions::new().append(true).open(&banlog)?;
@@ -368,10 +359,8 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
          plot's points in between are the log position up to which the sources are in the \
          map (a binary search of lookups every 50 ms). (A full count every 250 ms instead \
          gave 250 ms resolution, counted its own ~0.1 s, and its bucket locks slowed the \
-         agent's writes.) Runs after the flood steps. The agent, \
-         pinned to CPU {agent_cpu} for the flood steps, runs on CPUs 0-{last_cpu} here \
-         (every thread's affinity widened after the steps).",
-        last_cpu = ncpu - 1
+         agent's writes.) Runs after the flood steps. Agent \
+         pinned to CPU {agent_cpu}."
     );
     t.row(vec![
         text("bans in the kernel map"),

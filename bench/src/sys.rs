@@ -358,36 +358,6 @@ pub fn pin_thread(cpu: usize) -> Result<()> {
     Ok(())
 }
 
-/// Lets every thread of process `pid` run on CPUs `0..ncpu` (`taskset -a -p`): threads
-/// started later inherit their creator's mask. Returns how many threads were moved.
-pub fn unpin_process(pid: u32, ncpu: usize) -> Result<usize> {
-    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it.
-    let set = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for c in 0..ncpu {
-            libc::CPU_SET(c, &mut set);
-        }
-        set
-    };
-    let mut n = 0;
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let Ok(tid) = t?.file_name().to_string_lossy().parse::<libc::pid_t>() else {
-            continue;
-        };
-        // SAFETY: plain syscall with a valid, fully initialised cpu_set_t.
-        if unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &set) } == 0 {
-            n += 1;
-        } else {
-            let e = io::Error::last_os_error();
-            // A thread that ended meanwhile.
-            if e.raw_os_error() != Some(libc::ESRCH) {
-                return Err(e).context(format!("sched_setaffinity of thread {tid}"));
-            }
-        }
-    }
-    Ok(n)
-}
-
 /// Moves the calling thread to SCHED_FIFO priority 1 (what f2b's log readers use), with
 /// SCHED_RESET_ON_FORK.
 pub fn fifo() -> io::Result<()> {

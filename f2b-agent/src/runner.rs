@@ -4,16 +4,9 @@
 //! lines, to ban what crossed maxretry and commit the read positions with those bans.
 //! Files are read and matched a buffer at a time ([`LogSource::poll_chunks`] into
 //! [`Filter::scan`]); the journal, which arrives as entries, a line at a time.
-//!
-//! Under a backlog, a file reader works as a two-stage pipeline: while its jail's apply
-//! thread plans the previous piece's bans, writes them to the kernel maps and hands their
-//! commit to the store, the reader goes on reading, matching and counting the next piece
-//! ([`Pipeline`]). A small batch with nothing in flight (the usual single crossing line) is
-//! applied on the reader itself, with no thread hop in the way of the ban.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, UNIX_EPOCH};
@@ -24,10 +17,9 @@ use crate::bans::BanManager;
 use crate::clock::unix_now;
 use crate::config::{Backend, Config, JailConfig, StartAt};
 use crate::filter::{Filter, FilterSpec, LineMatch};
-use crate::jail::{FailManager, FailStats, Ticket};
+use crate::jail::{FailManager, Ticket};
 use crate::sched::Pacer;
 use crate::source::{self, JournalConfig, JournalSource, LogSource, SourceOptions, Waiter};
-use crate::store::FilePos;
 
 /// How long a reader waits for a change before it looks at the stop flag again.
 const TICK: Duration = Duration::from_millis(200);
@@ -40,16 +32,6 @@ const BATCH_BYTES: usize = 4 << 20;
 /// The batch size while the reader holds real-time priority (sched.rs): about a
 /// millisecond of work, so a backlog found on wake-up cannot keep it there for long.
 const BOOSTED_BATCH_BYTES: usize = 256 << 10;
-
-/// Tickets from which a batch goes to the jail's apply thread even when nothing is in
-/// flight. Fewer are applied on the reader: a wake-up of another thread costs more than
-/// planning and writing a few bans, and it would sit between a crossing line and its ban.
-const HANDOFF_MIN: usize = 64;
-
-/// Batches waiting for the apply thread besides the one it is applying: the reader gets at
-/// most two pieces ahead of the kernel maps (bounded memory, and a stop is not kept waiting
-/// by a long queue).
-const PIPELINE_DEPTH: usize = 1;
 
 fn source_start(s: StartAt) -> source::StartAt {
     match s {
@@ -142,97 +124,20 @@ fn lock(shared: &Shared) -> io::Result<std::sync::MutexGuard<'_, BanManager>> {
         .map_err(|_| io::Error::other("ban manager poisoned"))
 }
 
-/// What a reader hands the ban manager for a stretch of lines: the tickets they made, and the
-/// read positions (files) or cursor (journal) after them, to be committed with those bans.
-pub struct Batch {
-    tickets: Vec<Ticket>,
-    positions: Vec<(String, String, Option<FilePos>)>,
-    meta: Vec<(String, String)>,
-    stats: FailStats,
-}
-
 /// Hands one batch to the ban manager; wakes the expiry timer when bans were made.
-fn flush(shared: &Shared, jail: &str, b: Batch) -> io::Result<()> {
-    let bans = lock(shared)?.jail_batch_count(jail, b.tickets, &b.positions, &b.meta, b.stats);
+fn flush(
+    shared: &Shared,
+    jail: &str,
+    tickets: Vec<Ticket>,
+    positions: &[(String, String, Option<crate::store::FilePos>)],
+    meta: &[(String, String)],
+    fails: &FailManager,
+) -> io::Result<()> {
+    let bans = lock(shared)?.jail_batch_count(jail, tickets, positions, meta, fails.stats());
     if bans > 0 {
         shared.bans_changed.notify_one();
     }
     Ok(())
-}
-
-/// A reader's way to the ban manager: batches are applied in the order they are submitted,
-/// either on the reader itself or on the jail's apply thread, which applies them one after
-/// the other while the reader reads on.
-///
-/// Why a crash loses no ban: a batch's read positions are committed only in the same store
-/// job as that batch's bans, and that job is handed to the store ([`BanManager::jail_batch`])
-/// after the bans are in the kernel maps. Batches reach the ban manager in reading order
-/// (one FIFO channel, one apply thread, and a batch is applied inline only when nothing is
-/// in flight), and the store commits jobs in the order handed over. So the committed
-/// position never passes a line whose ban is neither in a pinned kernel map nor in redb: a
-/// SIGKILL drops at most batches not yet applied, whose lines lie after the last committed
-/// position and are read again at restart, and bans written to the kernel but not yet
-/// committed are adopted from the pinned maps by [`BanManager::reconcile`].
-pub struct Pipeline<'a, T> {
-    apply: &'a (dyn Fn(T) -> io::Result<()> + Sync),
-    tx: SyncSender<T>,
-    /// Batches sent and not yet applied; the apply thread lowers it after each.
-    in_flight: &'a AtomicUsize,
-}
-
-impl<T: Send> Pipeline<'_, T> {
-    /// Runs `body` with a pipeline whose batches go to `apply`; the apply thread (named
-    /// `name`) is started before `body` and, once `body` returns, applies what is queued and
-    /// is joined before this returns (a stop or a reload finishes the work in flight and
-    /// leaves no thread behind). The thread starts with the caller's scheduling policy, so
-    /// call this before raising the caller's priority.
-    pub fn run<R>(
-        name: String,
-        apply: &(dyn Fn(T) -> io::Result<()> + Sync),
-        body: impl FnOnce(&mut Pipeline<'_, T>) -> io::Result<R>,
-    ) -> io::Result<R> {
-        let in_flight = AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            let (tx, rx) = sync_channel::<T>(PIPELINE_DEPTH);
-            let worker =
-                std::thread::Builder::new()
-                    .name(name)
-                    .spawn_scoped(s, || -> io::Result<()> {
-                        for b in rx {
-                            apply(b)?;
-                            in_flight.fetch_sub(1, Ordering::Release);
-                        }
-                        Ok(())
-                    })?;
-            let mut p = Pipeline {
-                apply,
-                tx,
-                in_flight: &in_flight,
-            };
-            let r = body(&mut p);
-            drop(p);
-            let w = worker
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("apply thread panicked")));
-            // The apply thread's own error first: the reader's is then only "it stopped".
-            w.and(r)
-        })
-    }
-
-    /// Applies `batch` after everything submitted before it: on this thread when nothing is
-    /// in flight and the batch is `small`, else on the apply thread (waiting while the
-    /// queue is full).
-    pub fn submit(&mut self, batch: T, small: bool) -> io::Result<()> {
-        // Acquire: when nothing is in flight, the earlier batches' effects (their store jobs
-        // handed over, in order) happened before the inline one that follows.
-        if small && self.in_flight.load(Ordering::Acquire) == 0 {
-            return (self.apply)(batch);
-        }
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.tx
-            .send(batch)
-            .map_err(|_| io::Error::other("apply thread stopped"))
-    }
 }
 
 type Checkpoints = Vec<(String, Option<crate::store::FilePos>)>;
@@ -262,24 +167,9 @@ fn open_files(jail: &JailConfig, shared: &Shared) -> io::Result<(LogSource, Chec
 
 fn run_files(
     p: Prepared,
-    opened: (LogSource, Checkpoints),
+    (mut src, mut committed): (LogSource, Checkpoints),
     shared: &Shared,
     stop: &AtomicBool,
-) -> io::Result<()> {
-    let name = p.jail.name.clone();
-    let apply = |b: Batch| flush(shared, &name, b);
-    // The apply thread is started here, before the reader may take real-time priority
-    // (sched.rs): it stays at normal priority.
-    Pipeline::run(format!("apply-{name}"), &apply, |pipe| {
-        read_files(&p, opened, stop, pipe)
-    })
-}
-
-fn read_files(
-    p: &Prepared,
-    (mut src, mut committed): (LogSource, Checkpoints),
-    stop: &AtomicBool,
-    pipe: &mut Pipeline<'_, Batch>,
 ) -> io::Result<()> {
     let jail = &p.jail;
     let backend = match jail.backend {
@@ -368,20 +258,13 @@ fn read_files(
         more = stats.more;
         let cps = src.checkpoints();
         if !tickets.is_empty() || stats.lines > 0 || cps != committed {
-            // Bans first (they go into the kernel map in there, or are on their way on the
-            // apply thread): the watch bookkeeping below can wait.
+            // Bans first (they go into the kernel map in there): the watch bookkeeping
+            // below can wait.
             let positions: Vec<_> = cps
                 .iter()
                 .map(|(path, pos)| (jail.name.clone(), path.clone(), *pos))
                 .collect();
-            let small = tickets.len() < HANDOFF_MIN;
-            let batch = Batch {
-                tickets,
-                positions,
-                meta: Vec::new(),
-                stats: fails.stats(),
-            };
-            pipe.submit(batch, small)?;
+            flush(shared, &jail.name, tickets, &positions, &[], &fails)?;
             committed = cps;
         }
         // The directories and names to watch change only when the paths were looked at.
@@ -449,13 +332,7 @@ fn run_journal(p: Prepared, shared: &Shared, stop: &AtomicBool) -> io::Result<()
             .map(|c| (key.clone(), c.to_string()))
             .into_iter()
             .collect();
-        let batch = Batch {
-            tickets,
-            positions: Vec::new(),
-            meta,
-            stats: fails.stats(),
-        };
-        flush(shared, &jail.name, batch)?;
+        flush(shared, &jail.name, tickets, &[], &meta, &fails)?;
     }
     Ok(())
 }
@@ -485,118 +362,4 @@ pub fn reconcile(
         keep.push(spawn(p, shared.clone())?);
     }
     Ok(keep)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::mpsc::{Receiver, channel};
-    use std::thread::ThreadId;
-
-    /// Batch `n` of a test; `hold`: the apply thread waits for a go before applying it.
-    struct TestBatch {
-        n: usize,
-        hold: Option<Receiver<()>>,
-    }
-
-    fn batch(n: usize) -> TestBatch {
-        TestBatch { n, hold: None }
-    }
-
-    #[test]
-    fn batches_apply_in_order_small_ones_inline_only_with_nothing_in_flight() {
-        let seen: Mutex<Vec<(usize, ThreadId)>> = Mutex::new(Vec::new());
-        let apply = |b: TestBatch| -> io::Result<()> {
-            if let Some(go) = b.hold {
-                go.recv().map_err(io::Error::other)?;
-            }
-            seen.lock()
-                .unwrap()
-                .push((b.n, std::thread::current().id()));
-            Ok(())
-        };
-        let me = std::thread::current().id();
-        Pipeline::run("apply-test".into(), &apply, |p| {
-            p.submit(batch(0), true)?;
-            // Large: to the apply thread, held there while the next ones are submitted.
-            let (go, hold) = channel();
-            p.submit(
-                TestBatch {
-                    n: 1,
-                    hold: Some(hold),
-                },
-                false,
-            )?;
-            // Small, but batch 1 is in flight: it must queue behind it.
-            p.submit(batch(2), true)?;
-            go.send(()).unwrap();
-            p.submit(batch(3), false)?;
-            Ok(())
-        })
-        .unwrap();
-        // `run` returned: everything submitted was applied (the queue drains on the way out).
-        let seen = seen.into_inner().unwrap();
-        let order: Vec<usize> = seen.iter().map(|s| s.0).collect();
-        assert_eq!(order, [0, 1, 2, 3]);
-        assert_eq!(seen[0].1, me, "small with nothing in flight: inline");
-        assert!(
-            seen[1..].iter().all(|s| s.1 != me),
-            "the rest on the apply thread"
-        );
-        // Once the apply thread has caught up, a small batch is inline again.
-        let seen = Mutex::new(Vec::new());
-        let apply = |b: TestBatch| -> io::Result<()> {
-            seen.lock()
-                .unwrap()
-                .push((b.n, std::thread::current().id()));
-            Ok(())
-        };
-        Pipeline::run("apply-test".into(), &apply, |p| {
-            p.submit(batch(0), false)?;
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while p.in_flight.load(Ordering::Acquire) > 0 {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "batch 0 never applied"
-                );
-                std::thread::yield_now();
-            }
-            p.submit(batch(1), true)
-        })
-        .unwrap();
-        let seen = seen.into_inner().unwrap();
-        assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [0, 1]);
-        assert_ne!(seen[0].1, me);
-        assert_eq!(seen[1].1, me);
-    }
-
-    #[test]
-    fn an_apply_error_stops_the_reader_and_is_the_one_reported() {
-        let applied = AtomicUsize::new(0);
-        let apply = |b: TestBatch| -> io::Result<()> {
-            if b.n == 1 {
-                return Err(io::Error::other("ban manager poisoned"));
-            }
-            applied.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        };
-        let mut submitted = 0;
-        let r = Pipeline::run("apply-test".into(), &apply, |p| {
-            // The reader finds out at a later submit at the latest (bounded: the queue
-            // holds PIPELINE_DEPTH batches).
-            for n in 0..1000 {
-                p.submit(batch(n), false)?;
-                submitted += 1;
-            }
-            Ok(())
-        });
-        let e = r.expect_err("the apply thread's error");
-        assert_eq!(e.to_string(), "ban manager poisoned");
-        assert_eq!(
-            applied.load(Ordering::Relaxed),
-            1,
-            "nothing after the failed batch"
-        );
-        assert!(submitted < 1000, "the reader stopped: {submitted}");
-    }
 }

@@ -519,10 +519,10 @@ fn last_restore(fx: &Fixture) -> Result<(u64, u64)> {
 
 const FLOOD: u32 = 30_000;
 
-/// A backlog of failing sources goes through the reader's pipeline (pieces read while the
-/// previous piece's bans are written): every source ends up banned once, in the kernel map
-/// (counted from the kernel's side) and in redb (a clean restart restores all of them from
-/// the database and adopts none from the kernel), and nothing is read twice.
+/// A backlog of failing sources (read and banned piece by piece): every source ends up
+/// banned once, in the kernel map (counted from the kernel's side) and in redb (a clean
+/// restart restores all of them from the database and adopts none from the kernel), and
+/// nothing is read twice.
 #[test]
 fn a_flood_of_sources_is_banned_once_each_in_map_and_database() -> Result<()> {
     skip_unless_capable!("a_flood_of_sources_is_banned_once_each_in_map_and_database");
@@ -561,8 +561,8 @@ fn a_flood_of_sources_is_banned_once_each_in_map_and_database() -> Result<()> {
     fx.pass()
 }
 
-/// A SIGKILL while a flood's bans are on their way (some pieces applied, later ones read or
-/// queued, not yet written) loses none: after a restart every source is banned, in the
+/// A SIGKILL while a flood's bans are on their way (some pieces banned, later ones read but
+/// not yet banned or committed) loses none: after a restart every source is banned, in the
 /// kernel map and in the database.
 #[test]
 fn a_kill_mid_flood_loses_no_ban() -> Result<()> {

@@ -509,15 +509,14 @@ impl Agent {
             bpf_fd: 0,
             file_flags: 0,
         };
-        // SAFETY: bpf(2) with a complete attribute for BPF_OBJ_GET; `path` outlives the call.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_OBJ_GET,
-                &get as *const ObjGet,
-                size_of::<ObjGet>(),
-            )
-        };
+        /// bpf(2) with `attr`, a complete attribute for `cmd` whose pointers are valid for
+        /// the call.
+        fn bpf<A>(cmd: libc::c_long, attr: &A) -> libc::c_long {
+            // SAFETY: the caller's attribute is complete for `cmd`; what it points to is
+            // borrowed for the call.
+            unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const A, size_of::<A>()) }
+        }
+        let fd = bpf(BPF_OBJ_GET, &get);
         if fd < 0 {
             return Err(std::io::Error::last_os_error())
                 .with_context(|| format!("BPF_OBJ_GET {}", self.pin_dir.join(name).display()));
@@ -535,16 +534,8 @@ impl Agent {
                 key: if first { 0 } else { key.as_ptr() as u64 },
                 next_key: next.as_mut_ptr() as u64,
             };
-            // SAFETY: as above; `key` and `next` hold key_size bytes, the map's key size.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_bpf,
-                    BPF_MAP_GET_NEXT_KEY,
-                    &attr as *const NextKey,
-                    size_of::<NextKey>(),
-                )
-            };
-            if rc != 0 {
+            // `key` and `next` hold key_size bytes, the map's key size.
+            if bpf(BPF_MAP_GET_NEXT_KEY, &attr) != 0 {
                 let e = std::io::Error::last_os_error();
                 if e.raw_os_error() == Some(libc::ENOENT) {
                     return Ok(n);

@@ -519,6 +519,25 @@ fn last_restore(fx: &Fixture) -> Result<(u64, u64)> {
 
 const FLOOD: u32 = 30_000;
 
+/// An agent with [`flood_config`] following an empty auth.log from its start.
+fn flood_fixture(tag: &str) -> Result<(Fixture, PathBuf)> {
+    let fx = start(tag, flood_config())?;
+    let log = log_path(&fx);
+    std::fs::write(&log, "")?;
+    fx.agent.ctl(&["reload"])?;
+    Ok((fx, log))
+}
+
+/// A clean stop and start: the database held all `n` bans (restored from it, none adopted
+/// from the kernel), and the kernel map holds them.
+fn restart_finds_all_in_db_and_map(fx: &mut Fixture, n: u64) -> Result<()> {
+    fx.agent.sigterm_and_wait(Duration::from_secs(60))?;
+    fx.agent.restart()?;
+    assert_eq!(last_restore(fx)?, (n, 0), "restored from redb, adopted");
+    assert_eq!(fx.agent.map_entries("F2B_BANS_V4", 4)?, n);
+    Ok(())
+}
+
 /// A backlog of failing sources (read and banned piece by piece): every source ends up
 /// banned once, in the kernel map (counted from the kernel's side) and in redb (a clean
 /// restart restores all of them from the database and adopts none from the kernel), and
@@ -526,10 +545,7 @@ const FLOOD: u32 = 30_000;
 #[test]
 fn a_flood_of_sources_is_banned_once_each_in_map_and_database() -> Result<()> {
     skip_unless_capable!("a_flood_of_sources_is_banned_once_each_in_map_and_database");
-    let mut fx = start("det-flood", flood_config())?;
-    let log = log_path(&fx);
-    std::fs::write(&log, "")?;
-    fx.agent.ctl(&["reload"])?;
+    let (mut fx, log) = flood_fixture("det-flood")?;
     flood(&log, 0, FLOOD)?;
     let n = u64::from(FLOOD);
     let j = wait_sshd(&fx, "every source banned", Duration::from_secs(120), |j| {
@@ -539,14 +555,7 @@ fn a_flood_of_sources_is_banned_once_each_in_map_and_database() -> Result<()> {
     assert_eq!(j["banned_total"], n, "{j}");
     assert_eq!(j["ban_errors"], 0, "{j}");
     assert_eq!(fx.agent.map_entries("F2B_BANS_V4", 4)?, n);
-    fx.agent.sigterm_and_wait(Duration::from_secs(60))?;
-    fx.agent.restart()?;
-    assert_eq!(
-        last_restore(&fx)?,
-        (n, 0),
-        "all bans committed to redb before the clean stop"
-    );
-    assert_eq!(fx.agent.map_entries("F2B_BANS_V4", 4)?, n);
+    restart_finds_all_in_db_and_map(&mut fx, n)?;
     // One more line: once it is counted, every line before it in the file was read too (a
     // reader reads in order), so a flood line read again would show in the count.
     flood(&log, FLOOD, FLOOD + 1)?;
@@ -567,10 +576,7 @@ fn a_flood_of_sources_is_banned_once_each_in_map_and_database() -> Result<()> {
 #[test]
 fn a_kill_mid_flood_loses_no_ban() -> Result<()> {
     skip_unless_capable!("a_kill_mid_flood_loses_no_ban");
-    let mut fx = start("det-flood-kill", flood_config())?;
-    let log = log_path(&fx);
-    std::fs::write(&log, "")?;
-    fx.agent.ctl(&["reload"])?;
+    let (mut fx, log) = flood_fixture("det-flood-kill")?;
     let n = u64::from(FLOOD);
     flood(&log, 0, FLOOD / 2)?;
     wait_sshd(&fx, "the first bans", Duration::from_secs(60), |j| {
@@ -591,9 +597,6 @@ fn a_kill_mid_flood_loses_no_ban() -> Result<()> {
         "a_kill_mid_flood_loses_no_ban: {before} of {n} bans in the map at the kill"
     ));
     // Everything the restart adopted or banned again is now in redb too.
-    fx.agent.sigterm_and_wait(Duration::from_secs(60))?;
-    fx.agent.restart()?;
-    assert_eq!(last_restore(&fx)?, (n, 0));
-    assert_eq!(fx.agent.map_entries("F2B_BANS_V4", 4)?, n);
+    restart_finds_all_in_db_and_map(&mut fx, n)?;
     fx.pass()
 }

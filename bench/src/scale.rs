@@ -17,7 +17,11 @@ use crate::report::{Plot, Series, Stat, Table, num, text};
 use crate::sys;
 
 pub(crate) fn bins() -> Result<(PathBuf, PathBuf)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release");
+    // F2B_BENCH_BIN_DIR: another build's binaries under the same bench (A/B comparisons).
+    let dir = std::env::var_os("F2B_BENCH_BIN_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release"),
+        PathBuf::from,
+    );
     let a = dir.join("f2b-agent");
     let c = dir.join("f2b-ctl");
     if !a.is_file() || !c.is_file() {

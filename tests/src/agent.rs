@@ -485,6 +485,69 @@ impl Agent {
         Ok(Counters(m))
     }
 
+    /// Entries in the pinned map `name` (keys of `key_size` bytes), counted from the kernel's
+    /// side (`BPF_OBJ_GET`, then `BPF_MAP_GET_NEXT_KEY` to the end), not from the agent's.
+    pub fn map_entries(&self, name: &str, key_size: usize) -> Result<u64> {
+        #[repr(C)]
+        struct ObjGet {
+            pathname: u64,
+            bpf_fd: u32,
+            file_flags: u32,
+        }
+        #[repr(C)]
+        struct NextKey {
+            map_fd: u32,
+            _pad: u32,
+            key: u64,
+            next_key: u64,
+        }
+        const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+        const BPF_OBJ_GET: libc::c_long = 7;
+        let path = CString::new(self.pin_dir.join(name).as_os_str().as_bytes())?;
+        let get = ObjGet {
+            pathname: path.as_ptr() as u64,
+            bpf_fd: 0,
+            file_flags: 0,
+        };
+        /// bpf(2) with `attr`, a complete attribute for `cmd` whose pointers are valid for
+        /// the call.
+        fn bpf<A>(cmd: libc::c_long, attr: &A) -> libc::c_long {
+            // SAFETY: the caller's attribute is complete for `cmd`; what it points to is
+            // borrowed for the call.
+            unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const A, size_of::<A>()) }
+        }
+        let fd = bpf(BPF_OBJ_GET, &get);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("BPF_OBJ_GET {}", self.pin_dir.join(name).display()));
+        }
+        // SAFETY: the kernel just returned this fd to us; the File closes it.
+        let map = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        let (mut key, mut next) = (vec![0u8; key_size], vec![0u8; key_size]);
+        let mut n = 0u64;
+        let mut first = true;
+        loop {
+            let attr = NextKey {
+                map_fd: map.as_raw_fd() as u32,
+                _pad: 0,
+                // A null key asks for the first one.
+                key: if first { 0 } else { key.as_ptr() as u64 },
+                next_key: next.as_mut_ptr() as u64,
+            };
+            // `key` and `next` hold key_size bytes, the map's key size.
+            if bpf(BPF_MAP_GET_NEXT_KEY, &attr) != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ENOENT) {
+                    return Ok(n);
+                }
+                return Err(e).context(format!("BPF_MAP_GET_NEXT_KEY on {name}"));
+            }
+            n += 1;
+            first = false;
+            std::mem::swap(&mut key, &mut next);
+        }
+    }
+
     /// The `ip` fields of `f2b-ctl list --json`, sorted.
     pub fn banned(&self) -> Result<Vec<String>> {
         let v = self.ctl_json(&["list"])?;

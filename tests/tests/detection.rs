@@ -435,3 +435,168 @@ fn log_readers_wait_at_real_time_priority_unless_configured_off() -> Result<()> 
     wait_status(&fx, "the ban", |j| j["banned_now"] == 1)?;
     fx.pass()
 }
+
+/// Sources of the flood tests: 198.19.0.0 + i (none of them the edge's own address).
+fn flood_source(i: u32) -> String {
+    std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 19, 0, 0)) + i).to_string()
+}
+
+/// One "Failed password" line from each source `from..to`, appended in one write.
+fn flood(path: &Path, from: u32, to: u32) -> Result<()> {
+    let now = chrono_like_syslog_now();
+    let mut buf = Vec::with_capacity((to - from) as usize * 100);
+    for i in from..to {
+        writeln!(
+            buf,
+            "{now} edge sshd[{}]: Failed password for invalid user flood from {} port {} ssh2",
+            1000 + i % 30_000,
+            flood_source(i),
+            1024 + i % 60_000
+        )?;
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)?
+        .write_all(&buf)?;
+    Ok(())
+}
+
+/// The jail sshd with maxretry 1 (a ban per source) and room for the flood in the maps.
+fn flood_config() -> String {
+    config("")
+        .replace("    maxretry: 3\n", "    maxretry: 1\n")
+        .replace("bans: 8192", "bans: 65536")
+}
+
+/// Jail sshd's status from `status --json` over all jails (asked for alone, it would list
+/// every banned address), once `cond` holds on it (bounded: `limit`).
+fn wait_sshd(
+    fx: &Fixture,
+    what: &str,
+    limit: Duration,
+    cond: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let v = fx.agent.ctl_json(&["status"])?;
+        let jail = v["jails"]
+            .as_array()
+            .and_then(|a| a.iter().find(|j| j["name"] == "sshd"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if cond(&jail) {
+            return Ok(jail);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}; last status: {jail}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The counts of the agent's last "bans: N restored from the database, M adopted from the
+/// kernel" line.
+fn last_restore(fx: &Fixture) -> Result<(u64, u64)> {
+    let log = fx.agent.log_text();
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("restored from the database"))
+        .ok_or_else(|| anyhow!("no restore line in the agent's log"))?;
+    let num = |before: &str| -> Result<u64> {
+        let head = line.split(before).next().ok_or_else(|| anyhow!("{line}"))?;
+        Ok(head
+            .rsplit(|c: char| !c.is_ascii_digit())
+            .find(|w| !w.is_empty())
+            .ok_or_else(|| anyhow!("no count before {before:?}: {line}"))?
+            .parse()?)
+    };
+    Ok((
+        num(" restored from the database")?,
+        num(" adopted from the kernel")?,
+    ))
+}
+
+const FLOOD: u32 = 30_000;
+
+/// An agent with [`flood_config`] following an empty auth.log from its start.
+fn flood_fixture(tag: &str) -> Result<(Fixture, PathBuf)> {
+    let fx = start(tag, flood_config())?;
+    let log = log_path(&fx);
+    std::fs::write(&log, "")?;
+    fx.agent.ctl(&["reload"])?;
+    Ok((fx, log))
+}
+
+/// A clean stop and start: the database held all `n` bans (restored from it, none adopted
+/// from the kernel), and the kernel map holds them.
+fn restart_finds_all_in_db_and_map(fx: &mut Fixture, n: u64) -> Result<()> {
+    fx.agent.sigterm_and_wait(Duration::from_secs(60))?;
+    fx.agent.restart()?;
+    assert_eq!(last_restore(fx)?, (n, 0), "restored from redb, adopted");
+    assert_eq!(fx.agent.map_entries("F2B_BANS_V4", 4)?, n);
+    Ok(())
+}
+
+/// A backlog of failing sources (read and banned piece by piece): every source ends up
+/// banned once, in the kernel map (counted from the kernel's side) and in redb (a clean
+/// restart restores all of them from the database and adopts none from the kernel), and
+/// nothing is read twice.
+#[test]
+fn a_flood_of_sources_is_banned_once_each_in_map_and_database() -> Result<()> {
+    skip_unless_capable!("a_flood_of_sources_is_banned_once_each_in_map_and_database");
+    let (mut fx, log) = flood_fixture("det-flood")?;
+    flood(&log, 0, FLOOD)?;
+    let n = u64::from(FLOOD);
+    let j = wait_sshd(&fx, "every source banned", Duration::from_secs(120), |j| {
+        j["banned_now"] == n
+    })?;
+    assert_eq!(j["failed_total"], n, "{j}");
+    assert_eq!(j["banned_total"], n, "{j}");
+    assert_eq!(j["ban_errors"], 0, "{j}");
+    assert_eq!(fx.agent.map_entries("F2B_BANS_V4", 4)?, n);
+    restart_finds_all_in_db_and_map(&mut fx, n)?;
+    // One more line: once it is counted, every line before it in the file was read too (a
+    // reader reads in order), so a flood line read again would show in the count.
+    flood(&log, FLOOD, FLOOD + 1)?;
+    let j = wait_sshd(
+        &fx,
+        "the line after the restart",
+        Duration::from_secs(20),
+        |j| j["failed_total"].as_u64().is_some_and(|f| f > 0),
+    )?;
+    assert_eq!(j["failed_total"], 1, "nothing read again: {j}");
+    assert_eq!(j["banned_now"], n + 1, "{j}");
+    fx.pass()
+}
+
+/// A SIGKILL while a flood's bans are on their way (some pieces banned, later ones read but
+/// not yet banned or committed) loses none: after a restart every source is banned, in the
+/// kernel map and in the database.
+#[test]
+fn a_kill_mid_flood_loses_no_ban() -> Result<()> {
+    skip_unless_capable!("a_kill_mid_flood_loses_no_ban");
+    let (mut fx, log) = flood_fixture("det-flood-kill")?;
+    let n = u64::from(FLOOD);
+    flood(&log, 0, FLOOD / 2)?;
+    wait_sshd(&fx, "the first bans", Duration::from_secs(60), |j| {
+        j["banned_now"].as_u64().is_some_and(|b| b > 0)
+    })?;
+    // The second half lands while the first is still being banned, and the kill follows at
+    // once: whatever the reader had read, queued or applied is cut short.
+    flood(&log, FLOOD / 2, FLOOD)?;
+    let before = fx.agent.map_entries("F2B_BANS_V4", 4)?;
+    fx.agent.sigkill()?;
+    fx.agent.restart()?;
+    let j = wait_sshd(&fx, "every source banned", Duration::from_secs(120), |j| {
+        j["banned_now"] == n
+    })?;
+    assert_eq!(j["ban_errors"], 0, "{j}");
+    assert_eq!(fx.agent.map_entries("F2B_BANS_V4", 4)?, n);
+    f2b_integration::say(&format!(
+        "a_kill_mid_flood_loses_no_ban: {before} of {n} bans in the map at the kill"
+    ));
+    // Everything the restart adopted or banned again is now in redb too.
+    restart_finds_all_in_db_and_map(&mut fx, n)?;
+    fx.pass()
+}

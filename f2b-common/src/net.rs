@@ -297,41 +297,59 @@ pub fn parse_v4(b: &[u8]) -> Option<std::net::Ipv4Addr> {
 /// only (embedded IPv4 is left to the std parser): groups of 1 to 4 hex digits separated by `:`, either 8 of
 /// them or at most 7 around one `::`.
 pub fn parse_v6_hex(b: &[u8]) -> Option<std::net::Ipv6Addr> {
-    fn groups(part: &[u8], out: &mut [u16; 8], n: &mut usize) -> Option<()> {
-        if part.is_empty() {
-            return Some(());
+    // One pass: groups in order, and where the `::` was (the groups after it move to the
+    // end).
+    let mut g = [0u16; 8];
+    let (mut n, mut gap, mut i) = (0usize, None, 0usize);
+    if b.starts_with(b"::") {
+        if b.len() == 2 {
+            return Some(std::net::Ipv6Addr::UNSPECIFIED);
         }
-        for g in part.split(|&c| c == b':') {
-            if g.is_empty() || g.len() > 4 || *n == 8 {
-                return None;
-            }
-            let mut v = 0u16;
-            for &c in g {
-                v = v << 4 | char::from(c).to_digit(16)? as u16;
-            }
-            out[*n] = v;
-            *n += 1;
-        }
-        Some(())
+        gap = Some(0);
+        i = 2;
     }
-    let (head, tail) = match b.windows(2).position(|w| w == b"::") {
-        Some(i) => (&b[..i], Some(&b[i + 2..])),
-        None => (b, None),
-    };
-    let mut h = [0u16; 8];
-    let mut hn = 0;
-    groups(head, &mut h, &mut hn)?;
-    match tail {
-        None => (hn == 8).then(|| std::net::Ipv6Addr::from(h)),
-        Some(tail) => {
-            let mut t = [0u16; 8];
-            let mut tn = 0;
-            groups(tail, &mut t, &mut tn)?;
-            if hn + tn > 7 {
+    loop {
+        let start = i;
+        let mut v = 0u16;
+        while i - start < 4 {
+            let Some(d) = b.get(i).and_then(|&c| char::from(c).to_digit(16)) else {
+                break;
+            };
+            v = v << 4 | d as u16;
+            i += 1;
+        }
+        if i == start || n == 8 {
+            return None;
+        }
+        g[n] = v;
+        n += 1;
+        if i == b.len() {
+            break;
+        }
+        // A fifth digit or another byte, else `:`, then maybe the one `::`.
+        if b[i] != b':' || i + 1 == b.len() {
+            return None;
+        }
+        i += 1;
+        if b[i] == b':' {
+            if gap.is_some() {
                 return None;
             }
-            h[8 - tn..].copy_from_slice(&t[..tn]);
-            Some(std::net::Ipv6Addr::from(h))
+            gap = Some(n);
+            i += 1;
+            if i == b.len() {
+                break;
+            }
+        }
+    }
+    match gap {
+        None => (n == 8).then(|| std::net::Ipv6Addr::from(g)),
+        Some(_) if n > 7 => None,
+        Some(k) => {
+            let tail = n - k;
+            g.copy_within(k..n, 8 - tail);
+            g[k..8 - tail].fill(0);
+            Some(std::net::Ipv6Addr::from(g))
         }
     }
 }

@@ -270,27 +270,36 @@ impl fmt::Display for IpNet {
 /// A dotted quad as `Ipv4Addr::from_str` reads it: four decimal octets of 1 to 3 digits,
 /// at most 255, no leading zero.
 pub fn parse_v4(b: &[u8]) -> Option<std::net::Ipv4Addr> {
-    let mut o = [0u8; 4];
-    let mut i = 0;
-    for (k, slot) in o.iter_mut().enumerate() {
+    read_v4(b, 0).and_then(|(end, ip)| (end == b.len()).then_some(ip).flatten())
+}
+
+/// `(?:[0-9]{1,3}\.){3}[0-9]{1,3}` at `pos` of `t`: where it ends, and the address when every
+/// octet is one [`parse_v4`] takes (at most 255, no leading zero).
+#[inline]
+pub fn read_v4(t: &[u8], pos: usize) -> Option<(usize, Option<std::net::Ipv4Addr>)> {
+    let mut i = pos;
+    let mut ip = 0u32;
+    let mut ok = true;
+    for k in 0..4 {
         if k > 0 {
-            if b.get(i) != Some(&b'.') {
+            if t.get(i) != Some(&b'.') {
                 return None;
             }
             i += 1;
         }
-        let start = i;
+        let s = i;
         let mut v = 0u32;
-        while i < b.len() && i - start < 3 && b[i].is_ascii_digit() {
-            v = v * 10 + u32::from(b[i] - b'0');
+        while i < t.len() && i - s < 3 && t[i].is_ascii_digit() {
+            v = v * 10 + u32::from(t[i] - b'0');
             i += 1;
         }
-        if i == start || v > 255 || (i - start > 1 && b[start] == b'0') {
+        if i == s {
             return None;
         }
-        *slot = v as u8;
+        ok &= v <= 255 && (i - s == 1 || t[s] != b'0');
+        ip = ip << 8 | (v & 0xff);
     }
-    (i == b.len()).then(|| std::net::Ipv4Addr::from(o))
+    Some((i, ok.then(|| std::net::Ipv4Addr::from(ip))))
 }
 
 /// IPv6 of hex groups as `Ipv6Addr::from_str` reads it, for `b` of hex digits and colons

@@ -958,9 +958,11 @@ pub(super) fn host_read(
     pos: usize,
 ) -> Option<(usize, Option<std::net::Ipv4Addr>)> {
     match form {
-        HostForm::V4 => v4_read(t, pos),
+        HostForm::V4 => f2b_common::net::read_v4(t, pos),
         HostForm::V6 => v6_end(t, pos).map(|e| (e, None)),
-        HostForm::Any => v4_read(t, pos).or_else(|| v6_end(t, pos).map(|e| (e, None))),
+        HostForm::Any => {
+            f2b_common::net::read_v4(t, pos).or_else(|| v6_end(t, pos).map(|e| (e, None)))
+        }
     }
 }
 
@@ -972,34 +974,6 @@ fn run_len(t: &[u8], i: usize, max: usize, f: impl Fn(u8) -> bool) -> usize {
         .take(max)
         .take_while(|&&c| f(c))
         .count()
-}
-
-/// `(?:[0-9]{1,3}\.){3}[0-9]{1,3}`: its end, and the address when every octet is one
-/// `parse_v4` takes.
-fn v4_read(t: &[u8], pos: usize) -> Option<(usize, Option<std::net::Ipv4Addr>)> {
-    let mut i = pos;
-    let mut ip = 0u32;
-    let mut ok = true;
-    for k in 0..4 {
-        if k > 0 {
-            if t.get(i) != Some(&b'.') {
-                return None;
-            }
-            i += 1;
-        }
-        let s = i;
-        let mut v = 0u32;
-        while i < t.len() && i - s < 3 && t[i].is_ascii_digit() {
-            v = v * 10 + u32::from(t[i] - b'0');
-            i += 1;
-        }
-        if i == s {
-            return None;
-        }
-        ok &= v <= 255 && (i - s == 1 || t[s] != b'0');
-        ip = ip << 8 | (v & 0xff);
-    }
-    Some((i, ok.then(|| std::net::Ipv4Addr::from(ip))))
 }
 
 /// `(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?`
@@ -1018,7 +992,7 @@ fn v6_end(t: &[u8], pos: usize) -> Option<usize> {
         return None;
     }
     Some(
-        v4_read(t, i)
+        f2b_common::net::read_v4(t, i)
             .map(|r| r.0)
             .unwrap_or_else(|| i + run_len(t, i, 4, |c| c.is_ascii_hexdigit())),
     )

@@ -316,25 +316,29 @@ fn class_starts(dfa: &dense::DFA<Vec<u32>>) -> Option<[StateID; 5]> {
 
 impl Skip {
     fn new(sd: &ShortcutDfa, lit: Vec<u8>) -> Option<Skip> {
-        let dfa = &sd.dfa;
-        // The class of every byte must lead to the start state its representative does.
-        let reps = class_starts(dfa)?;
-        let mut after = [None; 5];
-        for (slot, &s) in after.iter_mut().zip(&reps) {
-            let mut sid = s;
-            if dfa.is_special_state(sid) {
-                continue;
+        // Every byte of a class must lead to the start state its representative does.
+        let starts = sd.starts?;
+        // What the library calls special: match, dead, quit or accelerated (a state with
+        // only a shortcut is not).
+        let special = |sid: u32| {
+            sid & MATCH != 0 || {
+                let l = sd.look(sid);
+                sid & LOOK != 0 && (l.dead || l.quit || l.accel.is_some())
             }
-            let mut ok = true;
+        };
+        let mut after = [None; 5];
+        for (slot, &start) in after.iter_mut().zip(&starts) {
+            let mut sid = start;
+            let mut ok = !special(sid);
             for &b in &lit {
-                sid = dfa.next_state(sid, b);
-                if dfa.is_special_state(sid) {
-                    ok = false;
+                if !ok {
                     break;
                 }
+                sid = sd.next[(sid & ID) as usize + usize::from(sd.cls[usize::from(b)])];
+                ok = !special(sid);
             }
             if ok {
-                *slot = Some(sd.id(sid));
+                *slot = Some(sid);
             }
         }
         Some(Skip { lit, after })
@@ -600,7 +604,7 @@ pub(super) fn first_end(
     pos: usize,
     skip: Option<&Skip>,
 ) -> Option<Option<usize>> {
-    walk(ld, t, pos, skip, None, &mut ())
+    walk(ld, t, pos, skip, &mut ())
 }
 
 /// Bytes of a text's start whose DFA states a [`Memo`] keeps.
@@ -735,26 +739,21 @@ pub(super) fn first_end_memo(
     }
     if from == 0 {
         memo.hi = usize::MAX;
-        return walk(ld, t, 0, None, None, memo);
+        return walk(ld, t, 0, None, memo);
     }
     memo.hi = from;
-    let resume = (from, memo.states[from], memo.lasts[from]);
-    walk(ld, t, 0, None, Some(resume), memo)
+    let (sid, last) = (memo.states[from], memo.lasts[from]);
+    steps(ld, t, from, sid, last, memo)
 }
 
-/// [`first_end`], or from `resume` (a position, the state before its byte and the last
-/// match end before it), telling `trail` each state it is in before a byte.
+/// [`first_end`], telling `trail` each state it is in before a byte.
 fn walk(
     ld: &ShortcutDfa,
     t: &[u8],
     pos: usize,
     skip: Option<&Skip>,
-    resume: Option<(usize, u32, usize)>,
     trail: &mut impl Trail,
 ) -> Option<Option<usize>> {
-    if let Some((at, sid, last)) = resume {
-        return steps(ld, t, at, sid, last, trail);
-    }
     let mut at = pos;
     let mut after = None;
     if let Some(sk) = skip {

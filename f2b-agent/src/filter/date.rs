@@ -190,8 +190,7 @@ fn scan(b: &[u8], only: Option<Format>, tz: Tz, now: i64) -> Option<Found> {
                     tz,
                     now,
                     found: f,
-                    fields: fields.filter(|_| sec_at.is_some()),
-                    sec_at: sec_at.unwrap_or(0),
+                    seconds: fields.zip(sec_at),
                 })
             });
         }
@@ -210,8 +209,7 @@ fn cached(c: &Cell<LastStamp>, b: &[u8], tz: Tz, now: i64) -> Option<Found> {
     if super::chain::has_at(b, 0, &l.bytes[..l.len]) {
         return Some(l.found);
     }
-    let mut fields = l.fields?;
-    let at = l.sec_at;
+    let (mut fields, at) = l.seconds?;
     let (d1, d2) = (
         b.get(at)?.wrapping_sub(b'0'),
         b.get(at + 1)?.wrapping_sub(b'0'),
@@ -251,9 +249,8 @@ struct LastStamp {
     tz: Tz,
     now: i64,
     found: Found,
-    /// The stamp's fields, when its seconds are its last two bytes, at `sec_at`.
-    fields: Option<Fields>,
-    sec_at: usize,
+    /// The stamp's fields, and where its seconds are when they are its last two bytes.
+    seconds: Option<(Fields, usize)>,
 }
 
 thread_local! {
@@ -264,8 +261,7 @@ thread_local! {
             tz: Tz::Fixed(0),
             now: 0,
             found: Found { start: 0, end: 0, time: 0 },
-            fields: None,
-            sec_at: 0,
+            seconds: None,
         })
     };
 }
